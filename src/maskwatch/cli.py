@@ -1,0 +1,151 @@
+"""The ``maskwatch`` command: detect, train, and the tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from maskwatch.faces import detector_names
+from maskwatch.images import DEFAULT_MAX_PIXELS
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that runs the models shares (detect, watch, serve)."""
+    group = parser.add_argument_group("models")
+    group.add_argument("--detector", default="yunet", choices=detector_names(), help="face detector")
+    group.add_argument("--face-model", metavar="PATH",
+                       help="YuNet ONNX file (default: $MASKWATCH_FACE_MODEL, the cache, or a verified download)")
+    group.add_argument("--face-threshold", type=float, metavar="SCORE",
+                       help="minimum face score (default: the detector's measured default)")
+    group.add_argument("--extra-scales", default=None, metavar="LIST",
+                       help="extra YuNet passes at these multiples of the base scale, e.g. '2,3' (the photo "
+                            "default) or '' for one fast pass")
+    group.add_argument("--classifier", metavar="PATH", help="mask classifier ONNX file (default: the shipped one)")
+    group.add_argument("--mask-threshold", type=float, default=0.5, metavar="P",
+                       help="label a face with_mask when P(with_mask) >= P (default 0.5)")
+    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                       help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS:,})")
+
+
+def build_detector(args: argparse.Namespace):  # -> MaskDetector, imported lazily to keep --help fast
+    from maskwatch.pipeline import MaskDetector
+
+    detector = MaskDetector(
+        face_detector=args.detector, face_model=args.face_model, classifier=args.classifier,
+        face_threshold=args.face_threshold, mask_threshold=args.mask_threshold, max_pixels=args.max_pixels,
+    )
+    if args.extra_scales is not None and hasattr(detector.faces, "extra_scales"):
+        detector.faces.extra_scales = parse_scales(args.extra_scales)
+    return detector
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ValueError(f"--extra-scales takes numbers separated by commas, not {text!r}") from None
+    if any(scale <= 1.0 or scale > 8.0 for scale in scales):
+        raise ValueError(f"--extra-scales must be between 1 and 8: {text!r}")
+    return scales
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from maskwatch.inputs import expand_inputs
+    from maskwatch.model_files import ModelFileError
+    from maskwatch.outputs import draw_results
+
+    try:
+        detector = build_detector(args)
+    except (ModelFileError, FileNotFoundError, ValueError) as exc:
+        print(f"maskwatch: {exc}", file=sys.stderr)
+        return 2
+    inputs = expand_inputs(args.paths)
+    out_dir = Path(args.out) if args.out else None
+    failed = 0
+    sink_context = open(args.json, "w", encoding="utf-8") if args.json else contextlib.nullcontext(sys.stdout)  # noqa: SIM115
+    with sink_context as sink:
+        for path, name in tqdm(inputs, desc="detect", unit="img", disable=len(inputs) < 2 or args.quiet,
+                               file=sys.stderr):
+            result, image = detector.analyze(path, name=str(path))
+            if image is not None and out_dir is not None:
+                target = (out_dir / name).with_suffix(".jpg" if args.out_format == "jpg" else ".png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not cv2.imwrite(str(target), draw_results(image, result.faces)):
+                    result.error = f"could not write annotated image to {target}"
+            failed += not result.ok
+            print(result.to_json(), file=sink, flush=True)
+    if failed:
+        print(f"maskwatch: {failed} of {len(inputs)} inputs failed (see their \"error\")", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from maskwatch.training.train import TrainConfig, train
+
+    config = TrainConfig(
+        data_dir=args.data_dir, out_dir=args.out, backbone=args.backbone, input_size=args.input_size,
+        seed=args.seed, views=args.views, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
+        weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
+        cache_dir=args.cache, limit=args.limit,
+    )
+    report = train(config)
+    test = report["test"]
+    print(f"test accuracy {test['accuracy']:.4f} on {test['n']} images; "
+          f"by face size: " + ", ".join(f"{px}px {r['accuracy']:.3f}" for px, r in report["test_by_face_px"].items()))
+    print(f"model: {report['model']}  report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskwatch", description="Find faces and tell who wears a mask.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    detect = sub.add_parser("detect", help="detect faces and masks in photos",
+                            description="Print one JSON line per input; optionally write annotated copies.")
+    detect.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs")
+    detect.add_argument("--out", metavar="DIR", help="write annotated copies here")
+    detect.add_argument("--out-format", choices=["jpg", "png"], default="jpg")
+    detect.add_argument("--json", metavar="FILE", help="write the JSON lines here instead of stdout")
+    detect.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(detect)
+    detect.set_defaults(func=cmd_detect)
+
+    train = sub.add_parser("train", help="train a mask classifier on class-per-folder images")
+    train.add_argument("data_dir", help="folder with one sub-folder of images per class")
+    train.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder for the model and reports")
+    train.add_argument("--backbone", default="efficientnet_lite0")
+    train.add_argument("--input-size", type=int, default=0, help="crop size (default: the backbone's)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--views", type=int, default=8, help="augmented views per training image")
+    train.add_argument("--hidden", type=int, default=256)
+    train.add_argument("--dropout", type=float, default=0.3)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs")
+    train.add_argument("--face-model", metavar="PATH")
+    train.add_argument("--cache", metavar="DIR", help="crop and feature cache (default: the user cache)")
+    train.add_argument("--limit", type=int, default=0, help="use at most N images per class")
+    train.set_defaults(func=cmd_train)
+
+    # Commands that live beside their subsystem: each module has add_command(subparsers).
+    for module in ("maskwatch.video.cli", "maskwatch.web.cli"):
+        if importlib.util.find_spec(module.rsplit(".", 1)[0]) is not None:
+            importlib.import_module(module).add_command(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""YuNet, OpenCV's small CNN face detector, through ``cv2.FaceDetectorYN``.
+
+The whole use of the model fits in this file: pick a detection scale, run the
+net, map boxes back, and merge the passes of a multi-scale run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import cv2
+import numpy as np
+
+from maskwatch.faces.base import Face, register_detector
+from maskwatch.model_files import ModelFile, resolve
+
+YUNET = ModelFile(
+    name="face_detection_yunet_2023mar.onnx",
+    url=(
+        "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
+        "face_detection_yunet_2023mar.onnx"
+    ),
+    sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+    env_var="MASKWATCH_FACE_MODEL",
+    url_env_var="MASKWATCH_FACE_MODEL_URL",
+)
+
+# Chosen from `python benchmarks/face_threshold.py` (see README, "Face score threshold"):
+# masked faces score far lower than bare ones, so OpenCV Zoo's 0.9 would miss most of them
+# (15% found at 0.9, 91% at 0.5); below 0.5 false faces on face-free photos rise quickly.
+DEFAULT_SCORE_THRESHOLD = 0.5
+NMS_THRESHOLD = 0.3
+# Images whose long side is shorter than this are enlarged before detection: YuNet misses
+# faces under ~20 px, and crowd photos are often small.
+MIN_LONG_SIDE = 640
+MAX_UPSCALE = 4.0
+# Larger images are shrunk to this long side, which bounds the cost per image.
+MAX_LONG_SIDE = 1920
+# Extra passes at 2x and 3x the base scale find small and masked faces that one pass misses
+# (scene benchmark, faces of 24+ px: masked recall 0.67 -> 0.91). Video uses one pass for speed.
+PHOTO_EXTRA_SCALES = (2.0, 3.0)
+# No pass is run on an image larger than this long side: it bounds the cost of the extra passes.
+MAX_PASS_LONG_SIDE = 4096
+
+
+@register_detector("yunet")
+class YuNetDetector:
+    """Face boxes, five landmarks and a score for every face YuNet finds.
+
+    ``extra_scales`` adds passes at multiples of the base scale (e.g. ``(2.0,)``)
+    whose boxes are merged with non-maximum suppression: slower, finds smaller faces.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        nms_threshold: float = NMS_THRESHOLD,
+        min_long_side: int = MIN_LONG_SIDE,
+        max_long_side: int = MAX_LONG_SIDE,
+        extra_scales: tuple[float, ...] = PHOTO_EXTRA_SCALES,
+        top_k: int = 5000,
+    ) -> None:
+        self.model_path = resolve(YUNET, model_path)
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.min_long_side = min_long_side
+        self.max_long_side = max_long_side
+        self.extra_scales = tuple(extra_scales)
+        self.top_k = top_k
+        self._model_bytes = np.frombuffer(self.model_path.read_bytes(), np.uint8)
+        # cv2.FaceDetectorYN keeps per-call state (input size): one instance per thread.
+        self._local = threading.local()
+
+    def base_scale(self, width: int, height: int) -> float:
+        long_side = max(width, height)
+        if long_side < self.min_long_side:
+            return min(self.min_long_side / long_side, MAX_UPSCALE)
+        if long_side > self.max_long_side:
+            return self.max_long_side / long_side
+        return 1.0
+
+    def pass_scales(self, width: int, height: int) -> list[float]:
+        """The base scale, then each extra pass, clamped so no pass exceeds MAX_PASS_LONG_SIDE."""
+        base = self.base_scale(width, height)
+        largest = MAX_PASS_LONG_SIDE / max(width, height)
+        scales = [base]
+        for extra in self.extra_scales:
+            scale = min(base * extra, largest)
+            if scale > scales[-1] * 1.2:  # a pass barely larger than the last finds nothing new
+                scales.append(scale)
+        return scales
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        height, width = image.shape[:2]
+        rows = [self._detect_at(image, scale) for scale in self.pass_scales(width, height)]
+        found = np.concatenate(rows)
+        if len(rows) > 1 and len(found):
+            found = self._suppress(found)
+        found = drop_contained(found[np.argsort(-found[:, 14])])
+        return [self._to_face(row, width, height) for row in found]
+
+    def _detector(self) -> cv2.FaceDetectorYN:
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            detector = cv2.FaceDetectorYN.create(
+                "onnx", self._model_bytes, np.zeros(0, np.uint8), (320, 320),
+                self.score_threshold, self.nms_threshold, self.top_k,
+            )
+            self._local.detector = detector
+        detector.setScoreThreshold(self.score_threshold)
+        return detector
+
+    def _detect_at(self, image: np.ndarray, scale: float) -> np.ndarray:
+        """Run YuNet on ``image`` resized by ``scale``; rows come back in original pixels."""
+        height, width = image.shape[:2]
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if size != (width, height):
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            image = cv2.resize(image, size, interpolation=interpolation)
+        detector = self._detector()
+        detector.setInputSize(size)
+        _, faces = detector.detect(image)
+        if faces is None:
+            return np.zeros((0, 15), np.float32)
+        faces = faces.astype(np.float32).copy()
+        faces[:, :14] /= np.float32(scale)
+        return faces
+
+    def _suppress(self, rows: np.ndarray) -> np.ndarray:
+        boxes = [[float(v) for v in row[:4]] for row in rows]
+        keep = cv2.dnn.NMSBoxes(boxes, rows[:, 14].tolist(), self.score_threshold, self.nms_threshold)
+        return rows[np.asarray(keep, dtype=int).reshape(-1)]
+
+    @staticmethod
+    def _to_face(row: np.ndarray, width: int, height: int) -> Face:
+        x, y, w, h = (float(v) for v in row[:4])
+        x1, y1 = max(0.0, x), max(0.0, y)
+        x2, y2 = min(float(width), x + w), min(float(height), y + h)
+        return Face(box=(x1, y1, x2, y2), score=float(row[14]), landmarks=row[4:14].reshape(5, 2).copy())
+
+
+# A face box lying mostly inside a better-scoring face box is a part of that face (YuNet
+# sometimes fires on a chin or a mask's print): a real face there would be hidden by the other.
+CONTAINED_FRACTION = 0.6
+
+
+def drop_contained(rows: np.ndarray) -> np.ndarray:
+    """Drop rows (x, y, w, h, ..., score; sorted by score, best first) mostly inside a better row's box."""
+    kept: list[np.ndarray] = []
+    for row in rows:
+        x, y, w, h = row[:4]
+        inside = False
+        for better in kept:
+            bx, by, bw, bh = better[:4]
+            overlap_w = min(x + w, bx + bw) - max(x, bx)
+            overlap_h = min(y + h, by + bh) - max(y, by)
+            if overlap_w > 0 and overlap_h > 0 and overlap_w * overlap_h > CONTAINED_FRACTION * w * h:
+                inside = True
+                break
+        if not inside:
+            kept.append(row)
+    return np.array(kept, dtype=np.float32).reshape(-1, rows.shape[1] if rows.ndim == 2 else 15)

@@ -1,0 +1,133 @@
+"""Decode any image a user may hand us into one shape: an upright BGR uint8 array.
+
+Pillow does the decoding because it reads the header before the pixels (so a
+20000x20000 bomb is refused before it costs memory), understands EXIF
+orientation, and handles CMYK, 16-bit, palette and alpha images that would
+otherwise need special cases.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# 40 megapixels: a 48 MP phone photo is refused, a 24 MP DSLR frame is fine.
+# Users with bigger frames can raise it (MaskDetector(max_pixels=...), --max-pixels).
+DEFAULT_MAX_PIXELS = 40_000_000
+
+ImageInput = np.ndarray | bytes | bytearray | memoryview | str | os.PathLike
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into an image; the message says why."""
+
+
+def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Return ``source`` as an upright BGR uint8 array of shape (H, W, 3).
+
+    ``source`` is a path, the encoded bytes of a file, or an array that is
+    already decoded (BGR, BGRA or grayscale, as OpenCV gives them).
+    """
+    if isinstance(source, np.ndarray):
+        return _array_to_bgr(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ImageError(f"no such file: {path}") from None
+        except IsADirectoryError:
+            raise ImageError(f"is a directory, not an image: {path}") from None
+        except OSError as exc:
+            raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_image(data, max_pixels=max_pixels)
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes (JPEG, PNG, WebP, BMP, TIFF, GIF...) to upright BGR."""
+    if not data:
+        raise ImageError("empty file")
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # let our own limit, checked below, be the one that counts
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and at 2x errors) about decompression bombs; we apply our own limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{max_pixels:,}"
+                )
+            if width < 1 or height < 1:
+                raise ImageError(f"image has no pixels ({width}x{height})")
+            image.load()
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image, or a format that cannot be read") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"image is over the limit of {max_pixels:,} pixels") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated and corrupt data as OSError / SyntaxError.
+        raise ImageError(f"corrupt or truncated image: {exc}") from None
+    image = _upright(image)
+    return _pil_to_bgr(image)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag, as phone photos need; a broken tag is ignored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block must not lose the picture
+        return image
+
+
+def _pil_to_bgr(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit grayscale: scale to 8 bits instead of clipping at 255.
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or values.max() > 255 else 255.0
+        gray = np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        gray = np.clip(values * 255.0 if values.max() <= 1.0 else values, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        # Composite transparent pixels onto white, as viewers show them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    rgb = np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _array_to_bgr(array: np.ndarray) -> np.ndarray:
+    if array.size == 0:
+        raise ImageError("empty array")
+    if array.dtype != np.uint8:
+        if array.dtype == np.uint16:
+            array = (array >> 8).astype(np.uint8)
+        elif np.issubdtype(array.dtype, np.floating):
+            array = np.clip(array * 255.0 if array.max() <= 1.0 else array, 0, 255).astype(np.uint8)
+        else:
+            raise ImageError(f"unsupported array dtype {array.dtype}")
+    if array.ndim == 2:
+        return np.ascontiguousarray(np.repeat(array[:, :, None], 3, axis=2))
+    if array.ndim == 3 and array.shape[2] == 3:
+        return np.ascontiguousarray(array)
+    if array.ndim == 3 and array.shape[2] == 4:
+        return np.ascontiguousarray(array[:, :, :3])
+    if array.ndim == 3 and array.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(array, 3, axis=2))
+    raise ImageError(f"unsupported array shape {array.shape}")

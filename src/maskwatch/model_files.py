@@ -1,0 +1,116 @@
+"""Find model files: an explicit path, an environment variable, the user cache, or a verified download.
+
+Downloads are checked against a pinned sha256 before they are moved into the
+cache, so a truncated or tampered file never reaches OpenCV or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+class ModelFileError(RuntimeError):
+    """A model file could not be found, downloaded or verified; the message says how to supply it."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A downloadable model file pinned by its hash."""
+
+    name: str  # file name in the cache
+    url: str
+    sha256: str
+    env_var: str  # environment variable that may hold a local path
+    url_env_var: str = ""  # environment variable that may override the URL (mirrors, tests)
+
+
+def cache_dir() -> Path:
+    """Where maskwatch keeps downloaded models: $MASKWATCH_CACHE, else $XDG_CACHE_HOME/maskwatch."""
+    if os.environ.get("MASKWATCH_CACHE"):
+        return Path(os.environ["MASKWATCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "maskwatch"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve(model: ModelFile, path: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """Return a local path for ``model``, in this order of preference:
+
+    1. ``path``, when given (it must exist);
+    2. the environment variable ``model.env_var``;
+    3. the cached copy from an earlier download (re-verified);
+    4. a download from ``model.url`` (or ``model.url_env_var``), verified by sha256;
+    otherwise raise ModelFileError that says how to supply the file.
+    """
+    if path is not None:
+        return _existing(Path(path), "the given path")
+    if os.environ.get(model.env_var):
+        return _existing(Path(os.environ[model.env_var]), f"${model.env_var}")
+    cached = cache_dir() / model.name
+    if cached.is_file():
+        if sha256_of(cached) == model.sha256:
+            return cached
+        cached.unlink()  # a stale or damaged copy: fetch it again
+    url = os.environ.get(model.url_env_var) if model.url_env_var else None
+    url = url or model.url
+    if not download:
+        raise ModelFileError(_how_to_supply(model, "downloads are disabled"))
+    try:
+        return download_verified(url, model.sha256, cached)
+    except ModelFileError as exc:
+        raise ModelFileError(_how_to_supply(model, str(exc))) from None
+
+
+def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` atomically, refusing it unless its sha256 matches."""
+    if not url.startswith(("https://", "http://")):
+        raise ModelFileError(f"refusing to download from a non-HTTP URL: {url!r}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            while chunk := response.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise ModelFileError(
+                f"downloaded file from {url} has sha256 {digest.hexdigest()}, expected {sha256}; refused"
+            )
+        os.replace(tmp, dest)
+        return dest
+    except ModelFileError:
+        raise
+    except OSError as exc:  # URLError, HTTPError and socket errors are OSErrors
+        raise ModelFileError(f"download from {url} failed: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _existing(path: Path, where: str) -> Path:
+    if not path.is_file():
+        raise ModelFileError(f"model file from {where} does not exist: {path}")
+    return path
+
+
+def _how_to_supply(model: ModelFile, reason: str) -> str:
+    return (
+        f"cannot get {model.name}: {reason}. Download it from {model.url} "
+        f"(sha256 {model.sha256}) and pass its path (e.g. --face-model PATH) or set ${model.env_var}, "
+        f"or put it in {cache_dir()}."
+    )

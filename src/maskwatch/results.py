@@ -1,0 +1,75 @@
+"""The results type that flows from the pipeline to every output: CLI JSON, drawings, video, web API.
+
+``ImageResult.to_dict()`` is the public JSON contract of ``maskwatch detect``:
+fields may be added, never renamed or removed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+WITH_MASK = "with_mask"
+WITHOUT_MASK = "without_mask"
+
+
+@dataclass
+class FaceResult:
+    """One face: where it is, how sure the detector is, and whether it wears a mask."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
+    score: float  # face detector confidence
+    landmarks: np.ndarray  # (5, 2): right eye, left eye, nose tip, right and left mouth corners
+    label: str  # "with_mask" or "without_mask"
+    mask_probability: float  # P(with_mask) from the classifier
+
+    @property
+    def has_mask(self) -> bool:
+        return self.label == WITH_MASK
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": [round(float(v), 1) for v in self.box],
+            "score": round(float(self.score), 4),
+            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
+            "label": self.label,
+            "mask_probability": round(float(self.mask_probability), 4),
+        }
+
+
+@dataclass
+class ImageResult:
+    """Everything found in one input, or the reason it could not be read."""
+
+    file: str
+    width: int = 0
+    height: int = 0
+    faces: list[FaceResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "width": self.width,
+            "height": self.height,
+            "faces": [face.to_dict() for face in self.faces],
+            "error": self.error,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)

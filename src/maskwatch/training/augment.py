@@ -1,0 +1,92 @@
+"""Views of a face crop for training (random) and for evaluation by face size (fixed).
+
+Why these: the training folders are mostly large, sharp crops, while cameras see
+small, blurry, JPEG-compressed faces. Random shrinking and JPEG re-encoding of
+*every* crop also hide the data set's shortcuts (PNG and tiny files are nearly
+all ``with_mask``), so only the face can decide.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from maskwatch.crops import DEFAULT_MARGIN
+
+# Face heights (px) at which evaluation views are made: the crop is shrunk to the
+# size it would have around such a face, then enlarged to the model input.
+EVAL_FACE_SIZES = (16, 24, 32, 48)
+# Training shrinks crops to faces of this many pixels (and back) half of the time.
+TRAIN_FACE_SIZE_RANGE = (14, 48)
+
+
+def resize_to(crop: np.ndarray, size: int) -> np.ndarray:
+    if crop.shape[0] == size:
+        return crop
+    interpolation = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interpolation)
+
+
+def as_small_face(crop: np.ndarray, face_px: float, out_size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """The crop as it looks when the face is only ``face_px`` high: shrink, then enlarge back."""
+    side = max(4, round(face_px * (1 + 2 * margin)))
+    small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
+
+
+def jpeg(crop: np.ndarray, quality: int) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else crop
+
+
+def replace_surround(view: np.ndarray, rng: np.random.Generator, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """Keep the face (the crop's centre) and replace the margin around it.
+
+    In the training folders, bare faces are mostly tight crops (their margin is
+    repeated border pixels) while masked faces come with real surroundings: a
+    model would learn "real background means mask". Giving both classes every
+    kind of surround -- repeated border, a blurred scene, a flat colour -- leaves
+    the face as the only clue.
+    """
+    size = view.shape[0]
+    inner = round(size / (1 + 2 * margin))
+    lo, hi = (size - inner) // 2, (size - inner) // 2 + inner
+    face = view[lo:hi, lo:hi]
+    kind = rng.integers(3)
+    if kind == 0:
+        surround = cv2.copyMakeBorder(face, lo, size - hi, lo, size - hi, cv2.BORDER_REPLICATE)
+    elif kind == 1:
+        surround = cv2.GaussianBlur(view, (0, 0), size / 10)
+    else:
+        surround = np.empty_like(view)
+        surround[:] = rng.integers(0, 256, size=3, dtype=np.uint8)
+    surround[lo:hi, lo:hi] = face
+    return surround
+
+
+def random_view(crop: np.ndarray, out_size: int, rng: np.random.Generator) -> np.ndarray:
+    """One random training view: geometry, colour, blur, resolution and JPEG, in camera order."""
+    size = crop.shape[0]
+    view = crop[:, ::-1] if rng.random() < 0.5 else crop
+    # Small rotation, zoom and shift: detectors' boxes wobble around the face.
+    angle = rng.uniform(-15, 15)
+    scale = rng.uniform(0.9, 1.12)
+    shift = rng.uniform(-0.06, 0.06, size=2) * size
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    matrix[:, 2] += shift
+    view = cv2.warpAffine(view, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.5:
+        view = replace_surround(view, rng)
+    # Light: contrast, brightness, a colour cast, sometimes grayscale (night cameras).
+    view = view.astype(np.float32) * rng.uniform(0.7, 1.3) + rng.uniform(-30, 30)
+    view *= rng.uniform(0.9, 1.1, size=3)
+    if rng.random() < 0.1:
+        view[:] = view.mean(axis=2, keepdims=True)
+    view = np.clip(view, 0, 255).astype(np.uint8)
+    if rng.random() < 0.2:
+        view = cv2.GaussianBlur(view, (0, 0), rng.uniform(0.5, 1.8))
+    if rng.random() < 0.5:
+        view = as_small_face(view, rng.uniform(*TRAIN_FACE_SIZE_RANGE), size)
+    if rng.random() < 0.7:
+        view = jpeg(view, int(rng.integers(25, 96)))
+    return resize_to(view, out_size)

@@ -1,0 +1,101 @@
+"""Class-per-folder data sets and a stratified, leakage-free train/val/test split."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)  # the paper's 60/20/20
+
+
+@dataclass
+class Sample:
+    path: Path
+    label: str
+    sha256: str
+    group: str = ""  # samples sharing a group always land in the same split
+    split: str = ""
+
+    def relative(self, root: Path) -> str:
+        return self.path.relative_to(root).as_posix()
+
+
+def scan_dataset(root: str | Path) -> tuple[list[Sample], list[str]]:
+    """Every image under ``root/<label>/`` with its sha256; labels are the sorted folder names."""
+    root = Path(root)
+    labels = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(labels) < 2:
+        raise ValueError(f"{root} needs one folder per class (at least two), found {labels}")
+    samples = []
+    for label in labels:
+        for path in sorted((root / label).rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                samples.append(Sample(path=path, label=label, sha256=digest, group=digest))
+    return samples, labels
+
+
+def split_samples(
+    samples: list[Sample], seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+) -> list[Sample]:
+    """Assign ``sample.split`` per class so each split gets its fraction, whole groups at a time.
+
+    Groups (byte-identical files by default; near-duplicates when grouped so) are
+    shuffled with ``seed`` and dealt to whichever split is furthest below its target,
+    so no image has a copy on the other side of the split.
+    """
+    rng = random.Random(seed)
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        groups[sample.group or sample.sha256].append(sample)
+    # Stratify by the group's majority label; a group is never cut, even if its labels differ.
+    by_label: dict[str, list[list[Sample]]] = defaultdict(list)
+    for key in sorted(groups):
+        members = groups[key]
+        majority = max(sorted({s.label for s in members}), key=lambda lab: sum(s.label == lab for s in members))
+        by_label[majority].append(members)
+    for label in sorted(by_label):
+        label_groups = by_label[label]
+        rng.shuffle(label_groups)
+        total = sum(len(g) for g in label_groups)
+        targets = [f * total for f in fractions]
+        counts = [0, 0, 0]
+        for group in label_groups:
+            chosen = max(range(3), key=lambda i: targets[i] - counts[i])
+            counts[chosen] += len(group)
+            for sample in group:
+                sample.split = SPLITS[chosen]
+    return samples
+
+
+def write_split(samples: list[Sample], root: Path, path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "sha256", "group", "split"])
+        for s in sorted(samples, key=lambda s: s.relative(root)):
+            writer.writerow([s.relative(root), s.label, s.sha256, s.group, s.split])
+
+
+def read_split(path: Path, root: Path) -> list[Sample]:
+    with open(path, newline="") as handle:
+        return [
+            Sample(path=root / row["file"], label=row["label"], sha256=row["sha256"], group=row["group"],
+                   split=row["split"])
+            for row in csv.DictReader(handle)
+        ]
+
+
+def fingerprint(samples: list[Sample], with_split: bool = False) -> str:
+    """A short hash of the data (and, optionally, the split), stored with a model to trace it back."""
+    digest = hashlib.sha256()
+    for s in sorted(samples, key=lambda s: (s.sha256, s.label, s.split)):
+        digest.update(f"{s.sha256},{s.label}".encode())
+        if with_split:
+            digest.update(f",{s.split}".encode())
+    return digest.hexdigest()[:16]

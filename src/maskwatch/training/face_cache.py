@@ -1,0 +1,97 @@
+"""Cut the training face crops once, keyed by file hash, so later runs skip decoding and detection.
+
+Every image, whatever its format or size, goes through the same path as at
+inference: decode -> YuNet -> the square crop of ``maskwatch.crops``. The
+largest face above the detector threshold is the sample's face; when there is
+none, the whole image is used and counted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from maskwatch.crops import face_crop, whole_image_box
+from maskwatch.faces import YuNetDetector
+from maskwatch.images import ImageError, load_image
+from maskwatch.training.data import Sample
+
+# Detections down to this score are stored, so that thresholds can be studied later without re-running.
+STORE_THRESHOLD = 0.1
+# Crops are cached larger than any model input, then resized for the chosen backbone.
+CACHE_CROP_SIZE = 160
+
+
+@dataclass
+class CropRecord:
+    sha256: str
+    width: int
+    height: int
+    detections: list[list[float]]  # [x1, y1, x2, y2, score] for every face down to STORE_THRESHOLD
+    used_box: list[float] | None  # the box that was cropped; None when decoding failed
+    whole_image: bool  # True when no face passed the threshold
+    error: str | None = None
+
+
+class FaceCropCache:
+    """Crops and detections for each image hash in ``folder`` (PNG crops plus one JSON line each)."""
+
+    def __init__(self, folder: Path, detector: YuNetDetector, margin: float, threshold: float) -> None:
+        self.folder = Path(folder) / f"crops-m{margin:g}-t{threshold:g}-s{CACHE_CROP_SIZE}"
+        self.threshold = threshold
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.detector = detector
+        self.margin = margin
+        self.index_path = self.folder / "index.jsonl"
+        self.records: dict[str, CropRecord] = {}
+        if self.index_path.exists():
+            for line in self.index_path.read_text().splitlines():
+                record = CropRecord(**json.loads(line))
+                self.records[record.sha256] = record
+
+    def crop_path(self, sha256: str) -> Path:
+        return self.folder / f"{sha256}.png"
+
+    def build(self, samples: list[Sample]) -> dict[str, CropRecord]:
+        """Make sure every sample has a cached crop; returns the records by hash."""
+        todo = [s for s in {s.sha256: s for s in samples}.values() if s.sha256 not in self.records]
+        low = self.detector.score_threshold
+        self.detector.score_threshold = STORE_THRESHOLD
+        try:
+            with open(self.index_path, "a") as index:
+                for sample in tqdm(todo, desc="face crops", unit="img", disable=not todo):
+                    record = self._crop_one(sample)
+                    self.records[record.sha256] = record
+                    index.write(json.dumps(record.__dict__) + "\n")
+        finally:
+            self.detector.score_threshold = low
+        return self.records
+
+    def load(self, sha256: str) -> np.ndarray:
+        crop = cv2.imread(str(self.crop_path(sha256)), cv2.IMREAD_COLOR)
+        if crop is None:
+            raise FileNotFoundError(self.crop_path(sha256))
+        return crop
+
+    def _crop_one(self, sample: Sample) -> CropRecord:
+        try:
+            image = load_image(sample.path)
+        except ImageError as exc:
+            return CropRecord(sample.sha256, 0, 0, [], None, False, f"{sample.path}: {exc}")
+        height, width = image.shape[:2]
+        faces = self.detector.detect(image)
+        detections = [[*map(float, f.box), float(f.score)] for f in faces]
+        good = [f for f in faces if f.score >= self.threshold]
+        if good:
+            face = max(good, key=lambda f: f.width * f.height)
+            box, margin, whole = list(face.box), self.margin, False
+        else:
+            box, margin, whole = list(whole_image_box(image)), 0.0, True
+        crop = face_crop(image, box, CACHE_CROP_SIZE, margin)
+        cv2.imwrite(str(self.crop_path(sample.sha256)), crop)
+        return CropRecord(sample.sha256, width, height, detections, box, whole)

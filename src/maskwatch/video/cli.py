@@ -1,0 +1,207 @@
+"""``maskwatch watch SOURCE``: masks in a video file, a webcam or a network stream, as they happen."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+# Exit codes: 0 the source ended, 1 a live source was lost for good or failed while reading,
+# 2 nothing could start (bad source, option, model or output), 130 stopped by Ctrl-C or SIGTERM.
+EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+log = logging.getLogger("maskwatch.video")
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    from maskwatch.cli import add_model_options
+
+    watch = sub.add_parser(
+        "watch", help="detect faces and masks in a video, webcam or stream",
+        description="Track faces in a video file, a webcam (its index, e.g. 0) or an RTSP/HTTP stream; "
+                    "print one JSON line per frame, count people and raise alerts.",
+    )
+    watch.add_argument("source", help="video file, webcam index, or rtsp:// http(s):// ... URL")
+    out = watch.add_argument_group("outputs")
+    out.add_argument("--out", metavar="FILE", help="write the annotated video here (.mp4, .avi, .mkv)")
+    out.add_argument("--json", metavar="FILE", help="write the per-frame JSON lines here instead of stdout")
+    out.add_argument("--no-json", action="store_true", help="write no per-frame JSON lines")
+    out.add_argument("--show", action="store_true", help="show the annotated video in a window (q quits)")
+    out.add_argument("--blur-faces", action="store_true", help="blur the faces in --out and --show")
+    out.add_argument("--events", metavar="FILE", help="append events (alerts, outages, summary) as JSON lines")
+    out.add_argument("--webhook", metavar="URL", help="also POST each event as JSON to this http(s) URL")
+    out.add_argument("--quiet", action="store_true", help="log only warnings and errors")
+    track = watch.add_argument_group("tracking")
+    track.add_argument("--detect-every", type=_positive_int, default=1, metavar="N",
+                       help="run the models on every Nth frame and track faces in between (default 1)")
+    track.add_argument("--detect-size", type=_positive_int, metavar="PX",
+                       help="scale frames to this long side for face detection: smaller is faster but misses "
+                            "small faces (default: enlarge to 640, shrink to 1280)")
+    track.add_argument("--alert-after", type=_non_negative, default=10.0, metavar="SECONDS",
+                       help="alert when a person stays without a mask this long (default 10)")
+    track.add_argument("--window", type=_positive_float, default=60.0, metavar="SECONDS",
+                       help="compliance rate over the people seen in this many seconds (default 60)")
+    src = watch.add_argument_group("source")
+    src.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                     help="treat the source as live (drop stale frames, reconnect) or as a file; "
+                          "default: URLs and webcams are live, files are not")
+    src.add_argument("--loop", action="store_true", help="replay a file from the start when it ends")
+    src.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                     help="network open and read timeout (default 10)")
+    src.add_argument("--reconnect-delay", type=_positive_float, default=1.0, metavar="SECONDS",
+                     help="first wait before reconnecting a lost stream; doubles up to 30 s (default 1)")
+    src.add_argument("--reconnect-attempts", type=_non_negative_int, default=0, metavar="N",
+                     help="give up on a lost stream after N attempts (default 0: never)")
+    add_model_options(watch)
+    watch.set_defaults(func=cmd_watch)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def build_video_detector(args: argparse.Namespace) -> Any:  # -> MaskDetector
+    from maskwatch.video.models import video_detector
+
+    return video_detector(args.detector, args.face_model, args.classifier, args.face_threshold,
+                          args.mask_threshold, args.detect_size)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM ask the loop to finish cleanly; a second Ctrl-C interrupts at once."""
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("stopping (%s); finishing the outputs", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="maskwatch: %(message)s", stream=sys.stderr)
+    from maskwatch.model_files import ModelFileError
+    from maskwatch.video.source import SourceError
+    from maskwatch.video.webhook import WebhookError
+    from maskwatch.video.writers import OutputError
+
+    stop = threading.Event()
+    try:
+        with stop_on_signals(stop), contextlib.ExitStack() as stack:
+            try:
+                source, watcher = _start(args, stack)
+            except (SourceError, OutputError, WebhookError, ModelFileError, FileNotFoundError, ValueError) as exc:
+                print(f"maskwatch: {exc}", file=sys.stderr)
+                return EXIT_UNUSABLE
+            log.info("watching %s (%dx%d, %s)", source.spec.name, *source.size,
+                     f"{source.fps:g} fps" if source.fps else "no frame rate given")
+            summary = watcher.run(source, stop)
+    except KeyboardInterrupt:  # a second Ctrl-C: the outputs were still closed on the way out
+        return EXIT_INTERRUPTED
+    webhook = watcher.outputs.webhook
+    if webhook is not None:  # closed by now: these counts are final
+        log.info("webhook: %d event(s) delivered, %d failed, %d dropped from a full queue", webhook.delivered,
+                 webhook.failed, webhook.dropped)
+    end = summary.end_event
+    log.info("%d frames in %.1f s (%.1f fps), %d dropped, %d corrupt; people %d: %d with mask, %d without; "
+             "%d alert(s)", summary.frames, summary.seconds, summary.fps, end["dropped"], end["corrupt"],
+             end["people_seen"], end["with_mask"], end["without_mask"], end["alerts"])
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if summary.source_error or summary.source_lost:
+        print(f"maskwatch: {summary.source_error or 'the source was lost'}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, Any]:
+    """Check the options, load the models, open the source and every output; ``stack`` closes them.
+
+    Cheap checks come first, so a typo fails before the models load.
+    """
+    from maskwatch.video.analyzer import VideoAnalyzer
+    from maskwatch.video.events import EventLog
+    from maskwatch.video.runner import StreamWatcher, WatchOutputs
+    from maskwatch.video.source import VideoSource, parse_source
+    from maskwatch.video.webhook import WebhookSink, validate_webhook_url
+    from maskwatch.video.writers import VideoFileWriter, WindowDisplay, check_display
+
+    spec = parse_source(args.source, args.live)
+    if args.show:
+        check_display()
+    if args.webhook:
+        validate_webhook_url(args.webhook)
+    if args.out:
+        VideoFileWriter(args.out, fps=1.0)  # validates the file type and folder; opens nothing yet
+    analyzer = VideoAnalyzer(build_video_detector(args), detect_every=args.detect_every)
+    source = VideoSource(spec, loop=args.loop, timeout=args.timeout, reconnect_delay=args.reconnect_delay,
+                         reconnect_attempts=args.reconnect_attempts, max_pixels=args.max_pixels)
+    source.open()
+    stack.callback(source.close)
+    outputs = WatchOutputs(blur_faces=args.blur_faces)
+    if args.webhook:
+        outputs.webhook = WebhookSink(args.webhook, timeout=min(args.timeout, 5.0))
+        stack.callback(outputs.webhook.close)
+    if not args.no_json:
+        outputs.json = _open_text(stack, args.json, "w") if args.json else sys.stdout
+    if args.events:
+        outputs.events = EventLog(_open_text(stack, args.events, "a"))
+    if args.out:
+        if not source.fps:
+            log.info("%s gives no frame rate; writing the video at 25 fps", spec.name)
+        outputs.video = VideoFileWriter(args.out, fps=source.fps or 25.0)
+        stack.callback(outputs.video.close)
+    if args.show:
+        outputs.display = WindowDisplay(f"maskwatch: {spec.name}")
+        stack.callback(outputs.display.close)
+    watcher = StreamWatcher(analyzer, outputs, alert_after=args.alert_after, window=args.window,
+                            source_name=spec.name)
+    return source, watcher
+
+
+def _open_text(stack: contextlib.ExitStack, path: str, mode: str) -> TextIO:
+    """Open a UTF-8 text file that ``stack`` closes; an OSError becomes an OutputError (exit 2)."""
+    from maskwatch.video.writers import OutputError
+
+    try:
+        return stack.enter_context(Path(path).open(mode, encoding="utf-8"))
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -1,0 +1,70 @@
+"""Events of a stream: alerts for faces that stay without a mask, and source outages; a JSON-lines log."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from maskwatch.results import WITHOUT_MASK
+from maskwatch.video.analyzer import FrameResult
+
+NO_MASK_ALERT = "no_mask_alert"
+SOURCE_RECONNECTED = "source_reconnected"
+STREAM_END = "stream_end"
+
+
+def make_event(kind: str, time: float, **fields: Any) -> dict[str, Any]:
+    """One event: its type, the stream time in seconds, the wall-clock time, and ``fields``."""
+    return {"type": kind, "time": round(time, 3), "wall_time": datetime.now(timezone.utc).isoformat(), **fields}
+
+
+class NoMaskAlerts:
+    """Fire once when a confirmed track has been ``without_mask`` (smoothed) for ``alert_after`` seconds.
+
+    The clock starts at the first frame the track is seen bare, so the few frames a
+    track needs to be confirmed count too. Putting a mask on re-arms the alert.
+    """
+
+    def __init__(self, alert_after: float) -> None:
+        self.alert_after = alert_after
+        self._bare_since: dict[int, float] = {}
+        self._alerted: set[int] = set()
+
+    def update(self, result: FrameResult) -> list[dict[str, Any]]:
+        events = []
+        for face in result.faces:
+            track_id = face.track_id
+            if face.smoothed_label != WITHOUT_MASK:
+                self._bare_since.pop(track_id, None)
+                self._alerted.discard(track_id)
+                continue
+            since = self._bare_since.setdefault(track_id, result.time)
+            duration = result.time - since
+            if face.confirmed and duration >= self.alert_after and track_id not in self._alerted:
+                self._alerted.add(track_id)
+                events.append(make_event(
+                    NO_MASK_ALERT, result.time, frame=result.frame, track_id=track_id,
+                    duration=round(duration, 3), box=[round(float(v), 1) for v in face.face.box],
+                    smoothed_mask_probability=round(face.smoothed_probability, 4),
+                ))
+        for track_id in result.ended:
+            self._bare_since.pop(track_id, None)
+            self._alerted.discard(track_id)
+        return events
+
+
+class EventLog:
+    """Append events as JSON lines, flushed one by one so a crash loses none that were reported."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def write(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self.stream.write(json.dumps(event, ensure_ascii=False) + "\n")
+            self.stream.flush()
+            self.count += 1

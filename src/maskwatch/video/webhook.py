@@ -1,0 +1,148 @@
+"""POST events to a webhook from a background thread, so a slow or failing receiver never stalls video.
+
+Events wait in a bounded queue; when it is full the oldest is dropped (and counted):
+a fresh alert matters more than a stale one. Failed deliveries (network errors,
+HTTP 5xx and 429) are retried with exponential back-off; other 4xx answers are
+final, since sending the same body again cannot fix them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger("maskwatch.video")
+
+
+class WebhookError(ValueError):
+    """A webhook URL that maskwatch will not post to."""
+
+
+def validate_webhook_url(url: str) -> str:
+    """Return ``url`` if it is an absolute http(s) URL with a host; raise WebhookError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise WebhookError(f"webhook URL must start with http:// or https://, got {url!r}")
+    if not parts.hostname:
+        raise WebhookError(f"webhook URL has no host: {url!r}")
+    return url
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: a receiver must not be able to bounce events (and their POST) elsewhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl) -> None:  # urllib's signature
+        return None
+
+
+class WebhookSink:
+    """Deliver JSON events to ``url`` in order, from one daemon thread."""
+
+    def __init__(
+        self,
+        url: str,
+        max_queue: int = 100,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.url = validate_webhook_url(url)
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+        self.delivered = 0
+        self.failed = 0  # given up after all retries, or refused by the receiver
+        self.dropped = 0  # pushed out of the full queue
+        self.attempts = 0
+        self._queue: deque[dict[str, Any]] = deque(maxlen=max_queue)
+        self._cond = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._thread = threading.Thread(target=self._run, name="maskwatch-webhook", daemon=True)
+        self._thread.start()
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Queue ``event``; never blocks on the network."""
+        with self._cond:
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1  # deque(maxlen) pushes the oldest out on append
+            self._queue.append(event)
+            self._cond.notify()
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Deliver what is queued for up to ``timeout`` seconds, then stop; True if nothing was left."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while (self._queue or self._busy) and time.monotonic() < deadline:
+                self._cond.wait(max(0.0, deadline - time.monotonic()))
+            left = len(self._queue) + self._busy
+            self._closing = True
+            self._cond.notify_all()
+        if left:
+            log.warning("webhook: %d event(s) not delivered before shutdown", left)
+        return left == 0
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                event = self._queue.popleft()
+                self._busy = True
+            try:
+                self._deliver(event)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        body = json.dumps(event, ensure_ascii=False).encode("utf-8")
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            self.attempts += 1
+            outcome = self._post(body)
+            if outcome is None:
+                self.delivered += 1
+                return
+            if outcome.startswith("final") or attempt == self.retries:
+                break
+            log.info("webhook: %s; retrying in %.1f s", outcome, delay)
+            if self._sleep(delay):
+                break
+            delay = min(delay * 2, self.max_backoff)
+        self.failed += 1
+        log.warning("webhook: giving up on a %s event: %s", event.get("type", "?"), outcome)
+
+    def _post(self, body: bytes) -> str | None:
+        """POST once; None on success, else why it failed ("final: ..." when retrying cannot help)."""
+        request = urllib.request.Request(
+            self.url, data=body, method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "maskwatch"},
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                response.read()
+            return None
+        except urllib.error.HTTPError as exc:
+            retry = exc.code >= 500 or exc.code == 429
+            return f"{'' if retry else 'final: '}HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait between retries; True if the sink is closing and should stop retrying."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closing, timeout=seconds)

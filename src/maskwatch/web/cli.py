@@ -1,0 +1,106 @@
+"""``maskwatch serve``: the HTTP API and the web page, hooked into the main command by ``add_command``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from maskwatch.cli import add_model_options, build_detector
+
+API_KEY_ENV = "MASKWATCH_API_KEY"
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser(
+        "serve", help="run the HTTP API and the web page",
+        description="Serve POST /v1/detect, the web page at /, /docs, /healthz, /readyz and /metrics.",
+    )
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                       help="requests analysed at once (default: the number of CPU cores)")
+    serve.add_argument("--threads-per-worker", type=int, default=1, metavar="N",
+                       help="CPU threads per analysis (default 1: the workers already fill the cores)")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB",
+                       help="refuse uploads larger than this (default 20)")
+    serve.add_argument("--queue-limit", type=int, default=32, metavar="N",
+                       help="requests that may wait for a worker before new ones get 503 (default 32)")
+    serve.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+                       help=f"require this key for /v1/* (default: ${API_KEY_ENV}; prefer the variable, "
+                            "as arguments show in process lists)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let pages from this origin call the API, e.g. https://example.org "
+                            "(repeatable; default: no cross-origin access)")
+    serve.add_argument("--log-level", default="info",
+                       choices=["critical", "error", "warning", "info", "debug"])
+    add_model_options(serve)
+    serve.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    problem = _check_args(args)
+    if problem:
+        print(f"maskwatch serve: {problem}", file=sys.stderr)
+        return 2
+    try:
+        import uvicorn
+
+        from maskwatch.web.app import MB, ServerConfig, create_app
+    except ImportError as exc:
+        print(f"maskwatch serve: {exc.name} is missing; install the web extra: pip install 'maskwatch[web]'",
+              file=sys.stderr)
+        return 2
+    from maskwatch.model_files import ModelFileError
+
+    try:
+        detector = build_server_detector(args)  # once, before the port opens: a bad model fails here
+    except (ModelFileError, FileNotFoundError, ValueError) as exc:
+        print(f"maskwatch serve: {exc}", file=sys.stderr)
+        return 2
+    config = ServerConfig(
+        max_upload_bytes=int(args.max_upload_mb * MB), api_key=args.api_key,
+        cors_origins=tuple(args.cors_origin), workers=args.workers, queue_limit=args.queue_limit,
+    )
+    app = create_app(detector, config)
+    print(f"maskwatch: serving on http://{_url_host(args.host)}:{args.port}/ with {args.workers} inference "
+          f"worker(s){', API key required' if args.api_key else ''}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
+    return 0
+
+
+def build_server_detector(args: argparse.Namespace):  # -> MaskDetector
+    """The CLI's detector, but with each request's inference on ``--threads-per-worker`` threads.
+
+    The pool already runs one request per core; letting OpenCV and onnxruntime also spread each
+    request over every core oversubscribes the CPU. Measured with benchmarks/load.py on 2 cores,
+    4 clients: 14 requests/s with one thread per request against 9 with the libraries' defaults.
+    """
+    import cv2
+
+    from maskwatch.classifier import MaskClassifier
+
+    cv2.setNumThreads(args.threads_per_worker)  # process-wide, and this process only serves
+    classifier = MaskClassifier(args.classifier, threads=args.threads_per_worker)
+    return build_detector(argparse.Namespace(**{**vars(args), "classifier": classifier}))
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    if not 0 <= args.port <= 65535:
+        return f"--port {args.port} is not a port number"
+    if args.workers < 1 or args.threads_per_worker < 1:
+        return "--workers and --threads-per-worker must be at least 1"
+    if args.queue_limit < 0:
+        return "--queue-limit cannot be negative"
+    if not args.max_upload_mb > 0:
+        return "--max-upload-mb must be positive"
+    if args.max_pixels < 1:
+        return "--max-pixels must be positive"
+    if args.api_key is not None and not args.api_key.strip():
+        return "--api-key is empty"
+    return None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

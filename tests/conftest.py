@@ -1,0 +1,51 @@
+"""Shared fixtures: the real YuNet model and real images from ../shared (never downloaded in tests)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("MASKWATCH_SHARED", ROOT.parent / "shared"))
+YUNET_PATH = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+DATASET = SHARED / "datasets" / "face-mask"
+
+# Tests must never reach the network: point the detector at the shared copy and the cache at a temp dir.
+os.environ.setdefault("MASKWATCH_FACE_MODEL", str(YUNET_PATH))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["MASKWATCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def yunet_path() -> Path:
+    if not YUNET_PATH.is_file():
+        pytest.fail(f"YuNet model missing at {YUNET_PATH}; tests need ../shared/models")
+    return YUNET_PATH
+
+
+@pytest.fixture(scope="session")
+def manifest() -> list[dict[str, str]]:
+    with open(DATASET / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# Single-face photos from the TEST split of the shipped model (seed 0), so labels are not memorised.
+MASKED_JPG = DATASET / "with_mask" / "with_mask_0003.jpg"
+BARE_JPG = DATASET / "without_mask" / "without_mask_0003.jpg"
+TEST_SPLIT_FACES = {
+    "with_mask": [DATASET / "with_mask" / f"with_mask_{i:04d}.jpg" for i in (3, 10, 17, 24, 30)],
+    "without_mask": [DATASET / "without_mask" / f"without_mask_{i:04d}.jpg" for i in (3, 9, 15, 20, 29)],
+}
+
+
+@pytest.fixture(scope="session")
+def detector(yunet_path: Path):
+    from maskwatch import MaskDetector
+
+    return MaskDetector(face_model=yunet_path)

@@ -1,0 +1,82 @@
+"""``maskwatch detect`` as a user runs it: a real process, real files, good and bad mixed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from badfiles import BAD, write_bad_inputs
+from conftest import BARE_JPG, MASKED_JPG
+
+CONTRACT_KEYS = {"file", "width", "height", "faces", "error"}
+FACE_KEYS = {"box", "score", "landmarks", "label", "mask_probability"}
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("inputs")
+    write_bad_inputs(folder / "odd", BARE_JPG)
+    shutil.copy(MASKED_JPG, folder / "masked.jpg")
+    shutil.copy(BARE_JPG, folder / "bare.jpg")
+    return folder
+
+
+def test_folder_with_bad_files(mixed_folder: Path, tmp_path: Path) -> None:
+    result = run_cli("detect", str(mixed_folder), "--out", str(tmp_path / "annotated"), "--quiet")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    files = sorted(p for p in mixed_folder.rglob("*") if p.is_file())
+    assert len(lines) == len(files)  # one line per input, bad ones included
+    assert result.returncode == 1 and "inputs failed" in result.stderr
+    by_name = {Path(line["file"]).name: line for line in lines}
+    for line in lines:
+        assert set(line) == CONTRACT_KEYS
+        for face in line["faces"]:
+            assert set(face) == FACE_KEYS
+            assert face["label"] in ("with_mask", "without_mask")
+    for name in BAD:
+        assert by_name[name]["error"], name
+        assert by_name[name]["faces"] == []
+    assert by_name["masked.jpg"]["error"] is None
+    assert [f["label"] for f in by_name["masked.jpg"]["faces"]][:1] == ["with_mask"]
+    assert [f["label"] for f in by_name["bare.jpg"]["faces"]][:1] == ["without_mask"]
+    assert by_name["rotated_exif.jpg"]["faces"], "EXIF-rotated photo must still show its face"
+    written = sorted(p.relative_to(tmp_path / "annotated") for p in (tmp_path / "annotated").rglob("*.jpg"))
+    assert Path("masked.jpg") in written and Path("odd/rgba.jpg") in written
+    assert len(written) == len(files) - len(BAD)
+
+
+def test_single_good_file_json_option_and_exit_zero(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    result = run_cli("detect", str(MASKED_JPG), "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert line["file"] == str(MASKED_JPG) and line["error"] is None
+    assert (line["width"], line["height"]) == (634, 896)
+
+
+def test_glob_and_missing_file(mixed_folder: Path) -> None:
+    result = run_cli("detect", str(mixed_folder / "*.jpg"), str(mixed_folder / "absent.jpg"), "--quiet")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(x["file"]).name for x in lines] == ["bare.jpg", "masked.jpg", "absent.jpg"]
+    assert "no such file" in lines[-1]["error"]
+    assert result.returncode == 1
+
+
+def test_model_options(tmp_path: Path, yunet_path: Path) -> None:
+    result = run_cli("detect", str(MASKED_JPG), "--face-model", str(yunet_path), "--face-threshold", "0.99")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["faces"] == []  # nothing scores 0.99
+    missing = run_cli("detect", str(MASKED_JPG), "--classifier", str(tmp_path / "none.onnx"))
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    bad_face_model = run_cli("detect", str(MASKED_JPG), "--face-model", str(tmp_path / "none.onnx"))
+    assert bad_face_model.returncode == 2 and "does not exist" in bad_face_model.stderr

@@ -1,0 +1,112 @@
+"""The Python API end to end: real YuNet, the shipped classifier, real photos."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from badfiles import write_bad_inputs
+from conftest import BARE_JPG, MASKED_JPG, TEST_SPLIT_FACES
+
+from maskwatch import FaceResult, ImageError, MaskDetector, detect_masks, load_image
+from maskwatch.classifier import DEFAULT_CLASSIFIER_PATH, MaskClassifier
+
+
+@pytest.mark.parametrize("label", ["with_mask", "without_mask"])
+def test_labels_on_held_out_photos(detector: MaskDetector, label: str) -> None:
+    for path in TEST_SPLIT_FACES[label]:
+        faces = detector.detect(path)
+        assert faces, f"no face found in {path.name}"
+        best = max(faces, key=lambda f: f.width * f.height)
+        assert best.label == label, f"{path.name}: {best.label} p={best.mask_probability:.3f}"
+
+
+def test_result_fields(detector: MaskDetector) -> None:
+    image = load_image(MASKED_JPG)
+    (face, *_) = detector.detect(image)
+    assert isinstance(face, FaceResult)
+    x1, y1, x2, y2 = face.box
+    assert 0 <= x1 < x2 <= image.shape[1] and 0 <= y1 < y2 <= image.shape[0]
+    assert face.landmarks.shape == (5, 2)
+    assert 0.0 <= face.score <= 1.0 and 0.0 <= face.mask_probability <= 1.0
+    assert face.label == ("with_mask" if face.mask_probability >= 0.5 else "without_mask")
+    as_dict = face.to_dict()
+    assert set(as_dict) == {"box", "score", "landmarks", "label", "mask_probability"}
+    assert len(as_dict["box"]) == 4 and len(as_dict["landmarks"]) == 5
+
+
+def test_path_bytes_and_array_agree(detector: MaskDetector) -> None:
+    from_path = detector.detect(BARE_JPG)
+    from_str = detector.detect(str(BARE_JPG))
+    from_bytes = detector.detect(BARE_JPG.read_bytes())
+    from_array = detector.detect(load_image(BARE_JPG))
+    for other in (from_str, from_bytes, from_array):
+        assert [f.to_dict() for f in other] == [f.to_dict() for f in from_path]
+
+
+def test_detect_masks_one_call() -> None:
+    faces = detect_masks(str(MASKED_JPG))
+    assert faces and faces[0].label == "with_mask"
+
+
+def test_rotated_phone_photo_is_read_upright(detector: MaskDetector, tmp_path: Path) -> None:
+    files = write_bad_inputs(tmp_path, BARE_JPG)
+    upright, _ = detector.analyze(BARE_JPG)
+    rotated, _ = detector.analyze(files["rotated_exif.jpg"])
+    assert (rotated.width, rotated.height) == (upright.width, upright.height)
+    assert rotated.faces and upright.faces  # the best face is compared: weak extra ones may differ
+    assert np.allclose(rotated.faces[0].box, upright.faces[0].box, atol=6)
+    assert rotated.faces[0].label == upright.faces[0].label
+
+
+def test_analyze_reports_bad_input_instead_of_raising(detector: MaskDetector, tmp_path: Path) -> None:
+    files = write_bad_inputs(tmp_path, BARE_JPG)
+    result, image = detector.analyze(files["truncated.jpg"])
+    assert image is None and result.error and result.faces == []
+    with pytest.raises(ImageError):
+        detector.detect(files["not_an_image.jpg"])
+
+
+def test_image_without_faces(detector: MaskDetector) -> None:
+    flat = np.full((480, 640, 3), 127, np.uint8)
+    assert detector.detect(flat) == []
+    assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
+
+
+def test_concurrent_calls_give_the_same_answers(detector: MaskDetector) -> None:
+    paths = TEST_SPLIT_FACES["with_mask"][:3] + TEST_SPLIT_FACES["without_mask"][:3]
+    expected = {p: [f.to_dict() for f in detector.detect(p)] for p in paths}
+    got: dict[Path, list] = {}
+    errors: list[BaseException] = []
+
+    def work(path: Path) -> None:
+        try:
+            got[path] = [f.to_dict() for f in detector.detect(path)]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and got == expected
+
+
+def test_shipped_classifier_metadata() -> None:
+    classifier = MaskClassifier()
+    assert classifier.path == DEFAULT_CLASSIFIER_PATH
+    assert DEFAULT_CLASSIFIER_PATH.stat().st_size <= 20 * 1024 * 1024
+    meta = classifier.metadata
+    assert meta["labels"] == ["with_mask", "without_mask"]
+    assert meta["test_accuracy"] >= 0.99
+    for key in ("input_size", "mean", "std", "crop_margin", "backbone", "data_fingerprint", "split_fingerprint"):
+        assert key in meta
+
+
+def test_wrong_crop_size_is_refused() -> None:
+    classifier = MaskClassifier()
+    with pytest.raises(ValueError, match="px"):
+        classifier.probabilities([np.zeros((10, 10, 3), np.uint8)])

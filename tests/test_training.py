@@ -1,0 +1,82 @@
+"""A small real training run, the export's metadata, and PyTorch/onnxruntime parity."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import BARE_JPG, DATASET, MASKED_JPG
+
+torch = pytest.importorskip("torch", reason="training tests need the train extra")
+
+from maskwatch.classifier import MaskClassifier  # noqa: E402
+from maskwatch.crops import face_crop  # noqa: E402
+from maskwatch.faces import YuNetDetector  # noqa: E402
+from maskwatch.images import load_image  # noqa: E402
+from maskwatch.training.export import export_onnx  # noqa: E402
+from maskwatch.training.model import build_masknet, freeze  # noqa: E402
+from maskwatch.training.train import TrainConfig, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory, yunet_path: Path) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(data_dir=str(DATASET), out_dir=str(out), face_model=str(yunet_path), limit=15,
+                         views=2, max_epochs=15, patience=5, cache_dir=str(out / "cache"))
+    return out, train(config)
+
+
+def test_training_writes_model_split_and_report(small_run: tuple[Path, dict]) -> None:
+    out, report = small_run
+    for name in ("mask_classifier.onnx", "split.csv", "report.json", "history.csv"):
+        assert (out / name).is_file(), name
+    assert report["counts"]["images"] == 30
+    assert sum(report["counts"][f"{s}_images"] for s in ("train", "val", "test")) == 30
+    assert 0.0 <= report["test"]["accuracy"] <= 1.0
+    assert set(report["test_by_face_px"]) == {"16", "24", "32", "48"}
+    assert json.loads((out / "report.json").read_text())["test"] == report["test"]
+
+
+def test_exported_model_carries_its_metadata(small_run: tuple[Path, dict]) -> None:
+    out, report = small_run
+    classifier = MaskClassifier(out / "mask_classifier.onnx")
+    meta = classifier.metadata
+    assert meta["labels"] == ["with_mask", "without_mask"]
+    assert meta["input_size"] == 128 and meta["crop_margin"] == 0.2
+    assert meta["mean"] == [127.0, 127.0, 127.0] and meta["std"] == [128.0, 128.0, 128.0]
+    assert meta["backbone"] == "efficientnet_lite0"
+    assert len(meta["data_fingerprint"]) == 16 and len(meta["split_fingerprint"]) == 16
+    assert meta["test_accuracy"] == report["test"]["accuracy"]
+
+
+def test_split_file_keeps_duplicates_together(small_run: tuple[Path, dict]) -> None:
+    out, _ = small_run
+    with open(out / "split.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    splits: dict[str, set[str]] = {}
+    for row in rows:
+        splits.setdefault(row["sha256"], set()).add(row["split"])
+    assert all(len(v) == 1 for v in splits.values())
+
+
+def test_pytorch_and_onnxruntime_agree(tmp_path: Path, yunet_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_masknet("efficientnet_lite0", 128, hidden=64, dropout=0.3)
+    freeze(model)
+    metadata = {"labels": ["with_mask", "without_mask"], "input_size": 128, "mean": [127.0] * 3,
+                "std": [128.0] * 3, "channel_order": "RGB", "crop_margin": 0.2}
+    classifier = MaskClassifier(export_onnx(model, tmp_path / "m.onnx", 128, metadata))
+    detector = YuNetDetector(yunet_path)
+    crops = []
+    for path in (MASKED_JPG, BARE_JPG):
+        image = load_image(path)
+        crops += [face_crop(image, face.box, 128, 0.2) for face in detector.detect(image)]
+    batch = classifier.preprocess(crops)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(batch)).numpy()
+    got = classifier.probabilities(crops)
+    print(f"max |torch - onnxruntime| = {np.abs(expected - got).max():.2e}")
+    assert np.abs(expected - got).max() < 1e-4

@@ -1,0 +1,124 @@
+"""Faults a stream meets: corrupt frames, Ctrl-C, sources that cannot be read, a stream that drops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+from video_http import FlakyStream
+from video_scenes import corrupt_frame, one_person
+
+from maskwatch.video.source import SourceError, parse_source
+
+CLI = [sys.executable, "-m", "maskwatch.cli", "watch"]
+
+
+def watch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_corrupt_frame_is_skipped_and_counted(tmp_path: Path, yunet_path: Path) -> None:
+    clip = one_person(tmp_path, yunet_path, count=30)
+    broken = tmp_path / "broken.avi"
+    corrupt_frame(clip.path, 10, broken)
+    result = watch(str(broken), "--events", str(tmp_path / "events.jsonl"))
+    assert result.returncode == 0, result.stderr
+    frames = [json.loads(line)["frame"] for line in result.stdout.splitlines()]
+    assert frames == [n for n in range(30) if n != 10]
+    (end,) = read_events(tmp_path / "events.jsonl")
+    assert (end["type"], end["corrupt"], end["frames"]) == ("stream_end", 1, 29)
+    assert "skipped 1 unreadable frame" in result.stderr
+
+
+def test_sigint_finishes_a_playable_output_video(tmp_path: Path, yunet_path: Path) -> None:
+    clip = one_person(tmp_path, yunet_path, count=30)
+    out = tmp_path / "out.mp4"
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        # --loop: the clip never ends by itself, so only the signal can stop it.
+        process = subprocess.Popen([*CLI, str(clip.path), "--loop", "--out", str(out)], stdout=subprocess.PIPE,
+                                   stderr=stderr, text=True)
+        try:
+            lines = [process.stdout.readline() for _ in range(40)]
+            assert all(lines), (tmp_path / "stderr.txt").read_text()
+            process.send_signal(signal.SIGINT)
+            rest, _ = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    assert process.returncode == 130, (tmp_path / "stderr.txt").read_text()
+    printed = len(lines) + len(rest.splitlines())
+    capture = cv2.VideoCapture(str(out))
+    readable = 0
+    while capture.read()[0]:
+        readable += 1
+    capture.release()
+    assert readable == printed and readable >= 40  # every processed frame, past the end of the first loop
+    assert "stopping (SIGINT)" in (tmp_path / "stderr.txt").read_text()
+
+
+def test_missing_and_unreadable_sources_exit_2(tmp_path: Path) -> None:
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("this is not a video")
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    for source, message in [
+        (str(tmp_path / "absent.mp4"), "no such video file"),
+        (str(not_video), "cannot open"),
+        (str(empty), "cannot open"),
+        ("ftp://127.0.0.1/cam", "unsupported source"),
+        ("http://127.0.0.1:9/none.mjpg", "cannot open"),  # the discard port: connection refused
+    ]:
+        result = watch(source, "--timeout", "5")
+        assert result.returncode == 2, (source, result.stderr)
+        assert message in result.stderr, (source, result.stderr)
+        assert result.stdout == ""
+
+
+def test_bad_outputs_exit_2_before_anything_runs(tmp_path: Path, yunet_path: Path) -> None:
+    clip = one_person(tmp_path, yunet_path, count=2)
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    show = watch(str(clip.path), "--show", env=env)  # headless OpenCV, or no display: a clear refusal
+    assert show.returncode == 2 and "--show needs" in show.stderr
+    assert watch(str(clip.path), "--out", str(tmp_path / "out.txt")).returncode == 2
+    hook = watch(str(clip.path), "--webhook", "file:///etc/passwd")
+    assert hook.returncode == 2 and "http://" in hook.stderr
+
+
+def test_parse_source() -> None:
+    assert parse_source("0").target == 0 and parse_source("0").live
+    assert parse_source("rtsp://cam.local:554/stream").live
+    secret = parse_source("rtsp://admin:hunter2@cam.local:554/stream")
+    assert secret.target == "rtsp://admin:hunter2@cam.local:554/stream"  # FFmpeg gets the password...
+    assert secret.name == "rtsp://***@cam.local:554/stream"  # ...logs and events never do
+    assert not parse_source("http://host/clip.mp4", live=False).live
+    for bad in ("concat:a.mp4|b.mp4", "rtsp:///no-host"):
+        with pytest.raises(SourceError):
+            parse_source(bad)
+
+
+def test_dropped_live_stream_is_reconnected_and_the_gap_logged(tmp_path: Path, yunet_path: Path) -> None:
+    clip = one_person(tmp_path, yunet_path, count=30)
+    stream = FlakyStream(clip.path, serves=2)  # the stream ends twice; the third connection is refused
+    events = tmp_path / "events.jsonl"
+    try:
+        result = watch(stream.url, "--reconnect-delay", "0.05", "--reconnect-attempts", "2",
+                       "--events", str(events))
+    finally:
+        stream.close()
+    assert result.returncode == 1, result.stderr  # the live source was lost for good
+    assert "reconnected after a gap" in result.stderr and "gave up after 2" in result.stderr
+    kinds = [event["type"] for event in read_events(events)]
+    assert kinds == ["source_reconnected", "stream_end"]
+    frames = [json.loads(line)["frame"] for line in result.stdout.splitlines()]
+    assert frames == sorted(set(frames)) and len(frames) >= 2  # in order; stale frames may be dropped
+    end = read_events(events)[-1]
+    assert end["decoded"] == 60 and end["frames"] + end["dropped"] == 60
