@@ -41,7 +41,7 @@ def make_backgrounds(paths: list[Path], count: int, rng: np.random.Generator) ->
 
     Many training scenes show crowds: their blurred faces must not count as false detections.
     """
-    check = YuNetDetector(score_threshold=0.25, extra_scales=(2.0, 3.0))
+    check = YuNetDetector(score_threshold=0.25)  # raw passes below: no filtering that could change with tuning
     backgrounds = []
     for path in rng.permutation(paths):
         if len(backgrounds) >= count:
@@ -51,7 +51,7 @@ def make_backgrounds(paths: list[Path], count: int, rng: np.random.Generator) ->
             continue
         image = cv2.resize(image, SCENE, interpolation=cv2.INTER_AREA)
         image = cv2.GaussianBlur(image, (0, 0), 12)
-        if not check.detect(image):
+        if not any(len(check._detect_at(image, scale)) for scale in (1.0, 2.0, 3.0)):
             backgrounds.append(image)
     return backgrounds
 

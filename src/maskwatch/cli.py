@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,10 +134,10 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit", type=int, default=0, help="use at most N images per class")
     train.set_defaults(func=cmd_train)
 
-    # Commands that live beside their subsystem: each module has add_command(subparsers).
-    for module in ("maskwatch.video.cli", "maskwatch.web.cli"):
-        if importlib.util.find_spec(module.rsplit(".", 1)[0]) is not None:
-            importlib.import_module(module).add_command(sub)
+    # Commands that live beside their subsystem; each module has add_command(subparsers) and imports
+    # its heavy dependencies (FastAPI, matplotlib) only when its command runs.
+    for module in ("maskwatch.video.cli", "maskwatch.web.cli", "maskwatch.evaluation.cli"):
+        importlib.import_module(module).add_command(sub)
     return parser
 
 

@@ -42,6 +42,12 @@ MAX_LONG_SIDE = 1920
 PHOTO_EXTRA_SCALES = (2.0, 3.0)
 # No pass is run on an image larger than this long side: it bounds the cost of the extra passes.
 MAX_PASS_LONG_SIDE = 4096
+# A 2x pass keeps only faces up to this height (px at the base scale), a 3x pass half of it: larger
+# ones are found by the base pass, and what an enlarged pass finds at that size is mostly false
+# (a hand, a mission badge: seen on held-out photos and on examples/astronaut.jpg).
+EXTRA_PASS_MAX_FACE = 128
+# Faces lower than this (px in the image) are dropped: too small to classify, and mostly texture.
+MIN_FACE_PX = 12
 
 
 @register_detector("yunet")
@@ -82,9 +88,12 @@ class YuNetDetector:
         return 1.0
 
     def pass_scales(self, width: int, height: int) -> list[float]:
-        """The base scale, then each extra pass, clamped so no pass exceeds MAX_PASS_LONG_SIDE."""
+        """The base scale, then each extra pass, clamped to MAX_PASS_LONG_SIDE and to MAX_UPSCALE.
+
+        Enlarging more than 4x invents no detail: a thumbnail already enlarged to 640 px gets no extra pass.
+        """
         base = self.base_scale(width, height)
-        largest = MAX_PASS_LONG_SIDE / max(width, height)
+        largest = min(MAX_PASS_LONG_SIDE / max(width, height), MAX_UPSCALE)
         scales = [base]
         for extra in self.extra_scales:
             scale = min(base * extra, largest)
@@ -94,11 +103,19 @@ class YuNetDetector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         height, width = image.shape[:2]
-        rows = [self._detect_at(image, scale) for scale in self.pass_scales(width, height)]
+        scales = self.pass_scales(width, height)
+        rows = [self._detect_at(image, scales[0])]
+        for scale in scales[1:]:
+            # An enlarged pass is there for small faces; big "faces" it finds are hands, badges and shelves.
+            # The more a pass enlarges, the smaller the faces it is trusted with: 128 px at 2x, 64 at 3x.
+            extra = self._detect_at(image, scale)
+            limit = EXTRA_PASS_MAX_FACE / max(1.0, scale / scales[0] - 1.0)
+            rows.append(extra[extra[:, 3] * scales[0] <= limit])
         found = np.concatenate(rows)
+        found = found[found[:, 3] >= MIN_FACE_PX]
         if len(rows) > 1 and len(found):
             found = self._suppress(found)
-        found = drop_contained(found[np.argsort(-found[:, 14])])
+        found = drop_face_parts(found[np.argsort(-found[:, 14])])
         return [self._to_face(row, width, height) for row in found]
 
     def _detector(self) -> cv2.FaceDetectorYN:
@@ -141,24 +158,33 @@ class YuNetDetector:
         return Face(box=(x1, y1, x2, y2), score=float(row[14]), landmarks=row[4:14].reshape(5, 2).copy())
 
 
-# A face box lying mostly inside a better-scoring face box is a part of that face (YuNet
-# sometimes fires on a chin or a mask's print): a real face there would be hidden by the other.
+# Parts of a face that YuNet, mostly in an enlarged pass, takes for faces of their own: a chin or a
+# mask's print inside the face's box, an ear beside it. A real face there would be hidden by the other.
 CONTAINED_FRACTION = 0.6
+# A face less than half as tall as a better-scoring face, centred within this fraction of that face's
+# size around its box, is taken to be one of its parts (measured: ears on held-out portraits).
+NEIGHBOUR_REACH = 0.25
+PART_SIZE_RATIO = 0.5
 
 
-def drop_contained(rows: np.ndarray) -> np.ndarray:
-    """Drop rows (x, y, w, h, ..., score; sorted by score, best first) mostly inside a better row's box."""
+def drop_face_parts(rows: np.ndarray) -> np.ndarray:
+    """Drop rows (x, y, w, h, ..., score; best score first) that look like parts of a better face."""
     kept: list[np.ndarray] = []
     for row in rows:
-        x, y, w, h = row[:4]
-        inside = False
-        for better in kept:
-            bx, by, bw, bh = better[:4]
-            overlap_w = min(x + w, bx + bw) - max(x, bx)
-            overlap_h = min(y + h, by + bh) - max(y, by)
-            if overlap_w > 0 and overlap_h > 0 and overlap_w * overlap_h > CONTAINED_FRACTION * w * h:
-                inside = True
-                break
-        if not inside:
+        if not any(_is_part_of(row, better) for better in kept):
             kept.append(row)
-    return np.array(kept, dtype=np.float32).reshape(-1, rows.shape[1] if rows.ndim == 2 else 15)
+    return np.array(kept, dtype=np.float32).reshape(-1, rows.shape[1])
+
+
+def _is_part_of(row: np.ndarray, better: np.ndarray) -> bool:
+    x, y, w, h = row[:4]
+    bx, by, bw, bh = better[:4]
+    overlap_w = min(x + w, bx + bw) - max(x, bx)
+    overlap_h = min(y + h, by + bh) - max(y, by)
+    if overlap_w > 0 and overlap_h > 0 and overlap_w * overlap_h > CONTAINED_FRACTION * w * h:
+        return True
+    if h >= PART_SIZE_RATIO * bh:
+        return False
+    cx, cy = x + w / 2, y + h / 2
+    reach_x, reach_y = NEIGHBOUR_REACH * bw, NEIGHBOUR_REACH * bh
+    return bool(bx - reach_x <= cx <= bx + bw + reach_x and by - reach_y <= cy <= by + bh + reach_y)

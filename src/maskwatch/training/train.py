@@ -162,6 +162,10 @@ def train(config: TrainConfig) -> dict:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
+    # Plots, calibration and the misclassified contact sheet beside the report.
+    from maskwatch.evaluation.run_report import write_evaluation
+
+    write_evaluation(out, cache_dir=cache, face_model=config.face_model)
     return report
 
 

@@ -54,4 +54,4 @@ def create_backbone(name: str, pretrained: bool = True, input_size: int | None =
 
 def _import_all() -> None:
     # Importing a module registers its backbones.
-    from maskwatch.training.backbones import efficientnet_lite  # noqa: F401
+    from maskwatch.training.backbones import efficientnet_lite, resnet50v2  # noqa: F401

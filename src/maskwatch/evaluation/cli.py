@@ -1,0 +1,116 @@
+"""``maskwatch evaluate``: a training run's test split, a folder of face photos, or annotated scenes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# Exit codes: 0 done, 2 nothing could be evaluated (bad folder, model, labels or options).
+EXIT_OK, EXIT_UNUSABLE = 0, 2
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    from maskwatch.cli import add_model_options
+
+    evaluate = sub.add_parser(
+        "evaluate", help="measure a model: a training run's test split, face photos, or annotated scenes",
+        description="RUN_DIR: re-score the run's test split with its ONNX model and write evaluation.md, "
+                    "evaluation.json and plots into the run folder. --faces DIR: class-per-folder face photos "
+                    "through the whole pipeline. --scenes DIR: scenes with PASCAL VOC XML annotations.",
+    )
+    evaluate.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a folder written by `maskwatch train`")
+    what = evaluate.add_mutually_exclusive_group()
+    what.add_argument("--faces", metavar="DIR", help="one sub-folder of face photos per label (folder = label)")
+    what.add_argument("--scenes", metavar="DIR",
+                      help="images with VOC .xml files beside them, or in annotations/ next to images/")
+    evaluate.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    run = evaluate.add_argument_group("RUN_DIR")
+    run.add_argument("--calibrate", action="store_true",
+                     help="write mask_classifier.calibrated.onnx with the temperature fitted on the validation split")
+    run.add_argument("--data-dir", metavar="DIR", help="the training data, if it moved since training")
+    run.add_argument("--cache", metavar="DIR", help="the crop cache, if not the one training used")
+    sets = evaluate.add_argument_group("--faces / --scenes")
+    sets.add_argument("--map-label", action="append", default=[], metavar="NAME=LABEL",
+                      help="count annotated class (or folder) NAME as LABEL, or NAME=ignore (repeatable); "
+                           "default: mask_weared_incorrect=without_mask")
+    sets.add_argument("--min-face", type=_non_negative, default=0.0, metavar="PX",
+                      help="--scenes: ignore annotated faces less than PX high (neither missed nor false)")
+    add_model_options(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from maskwatch.model_files import ModelFileError
+
+    if sum(bool(x) for x in (args.run_dir, args.faces, args.scenes)) != 1:
+        print("maskwatch evaluate: give exactly one of RUN_DIR, --faces DIR or --scenes DIR", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        result, text = _run_dir(args) if args.run_dir else _data_set(args)
+    except (ModelFileError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"maskwatch: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    print(text, end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def _run_dir(args: argparse.Namespace) -> tuple[dict, str]:
+    from maskwatch.evaluation.run_report import write_evaluation
+
+    if args.classifier or args.map_label or args.min_face or args.face_threshold is not None:
+        raise ValueError("RUN_DIR evaluates the run's own model on its own crops: --classifier, --face-threshold, "
+                         "--map-label and --min-face are for --faces / --scenes")
+    result = write_evaluation(args.run_dir, data_dir=args.data_dir, cache_dir=args.cache,
+                              face_model=args.face_model, calibrate=args.calibrate)
+    run, test = Path(args.run_dir), result["test"]
+    lines = [f"test accuracy {test['accuracy']:.4f} on {test['n']} images, ROC AUC {_num(test['roc_auc'])}, "
+             f"ECE {test['ece']:.4f}; " + ", ".join(f"{px}px {r['accuracy']:.3f}"
+                                                   for px, r in result["test_by_face_px"].items())]
+    calibration = result.get("calibration")
+    if calibration:
+        lines.append(f"temperature {calibration['temperature']:.3f}: test ECE {calibration['test_ece_before']:.4f}"
+                     f" -> {calibration['test_ece_after']:.4f}" + ("" if calibration["usable"] else " (not usable)"))
+    if args.calibrate:
+        written = result.get("calibrated_model")
+        lines.append(f"calibrated model: {written['path']}" if written else
+                     "calibrated model: not written (no usable temperature; see evaluation.md)")
+    lines.append(f"report: {run / 'evaluation.md'}  figures: {', '.join(result['plots'].values())}")
+    return result, "\n".join(lines) + "\n"
+
+
+def _data_set(args: argparse.Namespace) -> tuple[dict, str]:
+    from maskwatch.cli import build_detector
+    from maskwatch.evaluation.common import parse_label_map
+
+    if args.calibrate or args.data_dir or args.cache:
+        raise ValueError("--calibrate, --data-dir and --cache are for RUN_DIR")
+    detector = build_detector(args)
+    mapping = parse_label_map(args.map_label, detector.classifier.labels)
+    progress = not args.quiet
+    if args.faces:
+        from maskwatch.evaluation.faces import evaluate_faces, faces_markdown
+
+        if args.min_face:
+            raise ValueError("--min-face is for --scenes")
+        result = evaluate_faces(Path(args.faces), detector, mapping, progress=progress)
+        return result, faces_markdown(result)
+    from maskwatch.evaluation.scenes import evaluate_scenes, scenes_markdown
+
+    result = evaluate_scenes(Path(args.scenes), detector, mapping, min_face=args.min_face, progress=progress)
+    return result, scenes_markdown(result)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
