@@ -55,13 +55,13 @@ def main() -> int:
     parser.add_argument("--face-model")
     args = parser.parse_args()
     samples, labels = scan_dataset(args.data_dir)
-    detector = YuNetDetector(args.face_model)
+    detector = YuNetDetector(args.face_model, extra_scales=())  # as training cuts its crops
     cache = FaceCropCache(cache_dir() / "train", detector, 0.2, DEFAULT_SCORE_THRESHOLD)
     records = cache.build(samples)
     best = {label: np.array([max([d[4] for d in records[s.sha256].detections], default=0.0)
                              for s in samples if s.label == label and not records[s.sha256].error])
             for label in labels}
-    detector.score_threshold = STORE_THRESHOLD
+    detector = YuNetDetector(args.face_model, score_threshold=STORE_THRESHOLD)  # the photo default passes
     negatives = [max([f.score for f in detector.detect(img)], default=0.0) for img in face_free_images()]
     print(f"images: {', '.join(f'{label} {len(v)}' for label, v in best.items())}; "
           f"face-free photos: {len(negatives)}")

@@ -7,7 +7,7 @@ when a detection overlaps it with IoU >= 0.5, and its label is then compared.
 
     python benchmarks/scene_benchmark.py ../shared/datasets/face-mask [--classifier M.onnx] [--scenes-out DIR]
 
-The split is the training command's (seed 0), so no face was seen in training.
+The split is the training command's (seed 0, near-duplicates grouped), so no face was seen in training.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD, YuNetDetector
 from maskwatch.images import load_image
 from maskwatch.model_files import cache_dir
 from maskwatch.synthetic import face_patch, free_spot, iou, paste
-from maskwatch.training.data import scan_dataset, split_samples
+from maskwatch.training.data import dhash, group_near_duplicates, scan_dataset, split_samples
 from maskwatch.training.face_cache import FaceCropCache
 
 SIZES = (16, 20, 24, 32, 48, 64, 96)
@@ -79,9 +79,12 @@ def main() -> int:
     if args.extra_scale is not None:
         detector.faces.extra_scales = tuple(args.extra_scale)
     samples, _ = scan_dataset(args.data_dir)
-    split_samples(samples, seed=0)
-    cache = FaceCropCache(cache_dir() / "train", detector.faces, 0.2, DEFAULT_SCORE_THRESHOLD)
+    single_pass = YuNetDetector(args.face_model, extra_scales=())  # as training cuts its crops
+    cache = FaceCropCache(cache_dir() / "train", single_pass, 0.2, DEFAULT_SCORE_THRESHOLD)
     records = cache.build(samples)
+    # The training command's split: near-duplicate crops grouped, seed 0.
+    group_near_duplicates(samples, {s.sha256: dhash(cache.load(s.sha256)) for s in samples})
+    split_samples(samples, seed=0)
     test = [s for s in samples if s.split == "test" and records[s.sha256].used_box
             and not records[s.sha256].whole_image]
     train_paths = [s.path for s in samples if s.split == "train"]

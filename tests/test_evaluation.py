@@ -317,8 +317,14 @@ def test_run_dir_lists_and_draws_mistakes(tiny_run: Path, tmp_path: Path) -> Non
     split = (run / "split.csv").read_text().splitlines()
     flipped = [line.replace(",with_mask,", ",without_mask,") if line.endswith(",test") else line for line in split]
     (run / "split.csv").write_text("\n".join(flipped) + "\n")
-    assert evaluate(str(run)) == 0
-    result = json.loads((run / "evaluation.json").read_text())
+    assert evaluate(str(run), "--json", str(tmp_path / "copy.json")) == 0
+
+    def no_nan(name: str) -> None:
+        raise AssertionError(f"{name} in strict JSON")
+
+    # One class left in the test split: ROC AUC is undefined, and is written as null, never NaN.
+    result = json.loads((run / "evaluation.json").read_text(), parse_constant=no_nan)
+    assert json.loads((tmp_path / "copy.json").read_text(), parse_constant=no_nan) == result
     wrong = result["misclassified"]
     assert wrong and all(m["label"] == "without_mask" and m["predicted"] == "with_mask" for m in wrong)
     assert len(wrong) == result["test"]["per_class"]["without_mask"]["support"] - \
@@ -327,3 +333,21 @@ def test_run_dir_lists_and_draws_mistakes(tiny_run: Path, tmp_path: Path) -> Non
     assert sheet is not None and sheet.shape[0] >= 128
     text = (run / "evaluation.md").read_text()
     assert "must never be committed" in text and wrong[0]["file"] in text
+
+
+def test_json_output_path_is_checked_before_evaluating(face_folder: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    assert evaluate("--faces", str(face_folder), "--json", str(tmp_path / "missing" / "r.json")) == 2
+    captured = capsys.readouterr()
+    assert "cannot write --json" in captured.err and captured.out == ""  # nothing was evaluated
+
+
+def test_json_safe_and_contact_sheet_cap() -> None:
+    from maskwatch.evaluation.run_report import SHEET_LIMIT, _md_misclassified, dumps_json
+
+    assert json.loads(dumps_json({"a": float("nan"), "b": [np.float32("inf"), 1.5]})) == {"a": None, "b": [None, 1.5]}
+    wrong = [{"file": f"f{i}.jpg", "label": "with_mask", "predicted": "without_mask", "p_with_mask": 0.1,
+              "whole_image": False} for i in range(SHEET_LIMIT + 6)]
+    text = _md_misclassified({"misclassified": wrong, "test": {"n": 100}})
+    assert f"only the {SHEET_LIMIT} most confident of the {SHEET_LIMIT + 6}" in text
+    assert "only the" not in _md_misclassified({"misclassified": wrong[:3], "test": {"n": 100}})

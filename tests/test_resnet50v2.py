@@ -7,6 +7,7 @@ against a server on 127.0.0.1.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -293,7 +294,8 @@ def empty_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_download_is_md5_verified_and_cached(weights_server: tuple[str, bytes], empty_cache: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     url, data = weights_server
-    monkeypatch.setattr(keras_weights, "RESNET50V2_MD5", hashlib.md5(data).hexdigest())
+    pinned = dataclasses.replace(keras_weights.RESNET50V2, sha256=hashlib.md5(data).hexdigest())
+    monkeypatch.setattr(keras_weights, "RESNET50V2", pinned)
     monkeypatch.setenv(keras_weights.RESNET50V2_URL_ENV, f"{url}/good.h5")
     path = resolve_resnet50v2_weights()
     assert path == empty_cache / keras_weights.RESNET50V2_FILE and path.read_bytes() == data
@@ -309,7 +311,8 @@ def test_download_is_md5_verified_and_cached(weights_server: tuple[str, bytes], 
 def test_download_with_wrong_md5_is_refused(weights_server: tuple[str, bytes], empty_cache: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     url, data = weights_server
-    monkeypatch.setattr(keras_weights, "RESNET50V2_MD5", hashlib.md5(data).hexdigest())
+    pinned = dataclasses.replace(keras_weights.RESNET50V2, sha256=hashlib.md5(data).hexdigest())
+    monkeypatch.setattr(keras_weights, "RESNET50V2", pinned)
     monkeypatch.setenv(keras_weights.RESNET50V2_URL_ENV, f"{url}/bad.h5")
     with pytest.raises(ModelFileError, match="md5") as info:
         resolve_resnet50v2_weights()

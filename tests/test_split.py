@@ -59,3 +59,18 @@ def test_group_never_straddles(seed: int) -> None:
     for s in samples:
         by_group[s.group].add(s.split)
     assert all(len(v) == 1 for v in by_group.values())
+
+
+def test_near_duplicates_are_grouped_and_strangers_are_not() -> None:
+    import cv2
+
+    from maskwatch.images import load_image
+    from maskwatch.training.data import dhash, near_duplicate_groups
+
+    original = load_image(DATASET / "with_mask" / "with_mask_0003.jpg")
+    smaller = cv2.resize(original, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    _, encoded = cv2.imencode(".jpg", smaller, [cv2.IMWRITE_JPEG_QUALITY, 40])
+    recoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    stranger = load_image(DATASET / "without_mask" / "without_mask_0003.jpg")
+    groups = near_duplicate_groups({"a": dhash(original), "b": dhash(recoded), "c": dhash(stranger)})
+    assert groups["a"] == groups["b"] != groups["c"]

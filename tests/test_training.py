@@ -18,7 +18,8 @@ from maskwatch.faces import YuNetDetector  # noqa: E402
 from maskwatch.images import load_image  # noqa: E402
 from maskwatch.training.export import export_onnx  # noqa: E402
 from maskwatch.training.model import build_masknet, freeze  # noqa: E402
-from maskwatch.training.train import TrainConfig, train  # noqa: E402
+from maskwatch.training.train import TrainConfig  # noqa: E402
+from maskwatch.training.tune import tune  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +27,17 @@ def small_run(tmp_path_factory: pytest.TempPathFactory, yunet_path: Path) -> tup
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(data_dir=str(DATASET), out_dir=str(out), face_model=str(yunet_path), limit=15,
                          views=2, max_epochs=15, patience=5, cache_dir=str(out / "cache"))
-    return out, train(config)
+    return out, tune(config, trials=2)  # tune = prepare, two heads, finish: the whole train path and more
 
 
 def test_training_writes_model_split_and_report(small_run: tuple[Path, dict]) -> None:
     out, report = small_run
-    for name in ("mask_classifier.onnx", "split.csv", "report.json", "history.csv"):
+    for name in ("mask_classifier.onnx", "split.csv", "report.json", "history.csv", "tune.csv", "tune.md",
+                 "evaluation.md"):
         assert (out / name).is_file(), name
+    assert len(report["tune"]["trials"]) == 2
+    assert report["counts"]["near_duplicate_bits"] == 4
+    assert report["test_bare_with_hand_accuracy"] is None or 0 <= report["test_bare_with_hand_accuracy"] <= 1
     assert report["counts"]["images"] == 30
     assert sum(report["counts"][f"{s}_images"] for s in ("train", "val", "test")) == 30
     assert 0.0 <= report["test"]["accuracy"] <= 1.0
@@ -80,3 +85,32 @@ def test_pytorch_and_onnxruntime_agree(tmp_path: Path, yunet_path: Path) -> None
     got = classifier.probabilities(crops)
     print(f"max |torch - onnxruntime| = {np.abs(expected - got).max():.2e}")
     assert np.abs(expected - got).max() < 1e-4
+
+
+def test_paper_preset_trains_and_exports_with_keras_layout_weights(tmp_path: Path, yunet_path: Path) -> None:
+    """The paper path end to end (ResNet50V2 + Flatten head, sigmoid out) on a weights file in Keras' layout.
+
+    The weights are random: this proves the machinery, not the paper's accuracy (the README says why).
+    """
+    pytest.importorskip("h5py", reason="Keras weights files need h5py (train extra)")
+    from test_resnet50v2 import randomize_bn, torch_to_keras_arrays, write_keras2_h5
+
+    from maskwatch.training.backbones.resnet50v2 import ResNet50V2
+    from maskwatch.training.train import train
+
+    source = ResNet50V2()
+    randomize_bn(source, seed=2)
+    weights = tmp_path / "resnet50v2_notop.h5"
+    write_keras2_h5(weights, ["input_1", *[n for n, _ in source.keras_layers()]], torch_to_keras_arrays(source))
+    config = TrainConfig(data_dir=str(DATASET), out_dir=str(tmp_path / "run"), face_model=str(yunet_path), limit=5,
+                         views=1, max_epochs=2, patience=1, cache_dir=str(tmp_path / "cache"), backbone="resnet50v2",
+                         head="paper", input_size=224, hidden=8, dropout=0.5, backbone_weights=str(weights))
+    report = train(config)
+    classifier = MaskClassifier(tmp_path / "run" / "mask_classifier.onnx")
+    assert classifier.input_size == 224 and classifier.metadata["output"] == "sigmoid"
+    assert classifier.metadata["head"].startswith("Flatten -> Dense(8, ReLU)")
+    assert classifier.mean.ravel().tolist() == [127.5] * 3
+    crop = np.zeros((224, 224, 3), np.uint8)
+    probabilities = classifier.probabilities([crop])
+    assert probabilities.shape == (1, 2) and ((probabilities > 0) & (probabilities < 1)).all()
+    assert report["test"]["n"] == report["counts"]["test_images"]

@@ -122,3 +122,29 @@ def test_dropped_live_stream_is_reconnected_and_the_gap_logged(tmp_path: Path, y
     assert frames == sorted(set(frames)) and len(frames) >= 2  # in order; stale frames may be dropped
     end = read_events(events)[-1]
     assert end["decoded"] == 60 and end["frames"] + end["dropped"] == 60
+
+
+def test_source_errors_never_print_a_camera_password() -> None:
+    for bad in ("concat://admin:hunter2@cam/x", "rtsp://admin:hunter2@/no-host"):
+        with pytest.raises(SourceError) as info:
+            parse_source(bad)
+        assert "hunter2" not in str(info.value) and "***" in str(info.value)
+
+
+def test_unwritable_out_video_fails_at_start(tmp_path: Path, yunet_path: Path) -> None:
+    clip = one_person(tmp_path, yunet_path, count=5)
+    result = watch(str(clip.path), "--out", "/proc/maskwatch-cannot-write.avi")  # a folder no file can be made in
+    assert result.returncode == 2, result.stderr
+    assert "cannot write video" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""  # refused before the first frame
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_full_disk_on_json_output_is_a_clear_failure(tmp_path: Path, yunet_path: Path) -> None:
+    clip = one_person(tmp_path, yunet_path, count=10)
+    events = tmp_path / "events.jsonl"
+    result = watch(str(clip.path), "--json", "/dev/full", "--events", str(events))  # every write: ENOSPC
+    assert result.returncode == 1, result.stderr
+    assert "cannot write output" in result.stderr and "Traceback" not in result.stderr
+    (end,) = read_events(events)  # the outputs that still work get the end of the stream
+    assert end["type"] == "stream_end" and "output_error" in end

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,19 @@ def test_detect_every_third_frame_tracks_in_between(run: dict[str, Any], yunet_p
             if owner(clip.walkers, line["frame"], face["box"]) is None:
                 assert face["predicted"] and any(0 <= line["frame"] - end < 2 for end in ends), line
     assert (watcher.stats.people_seen, watcher.stats.with_mask) == (3, 1)
+
+
+def test_detect_ahead_close_ends_a_thread_waiting_on_a_stalled_source() -> None:
+    from maskwatch.video.runner import DetectAhead
+
+    halt = threading.Event()
+
+    def stalled() -> Iterator:  # like source.frames(stop, halt) on a live source that sends nothing
+        while not halt.wait(0.05):
+            pass
+        yield from ()
+
+    ahead = DetectAhead(analyzer=None, frames=stalled(), stop=halt)  # type: ignore[arg-type]
+    ahead._thread.start()
+    ahead.close()
+    assert halt.is_set() and not ahead._thread.is_alive()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import sys
@@ -86,6 +87,54 @@ def test_slow_receiver_never_blocks_the_sender_and_oldest_events_are_dropped() -
     # At most one event was in flight when the rest arrived; the queue kept the newest three.
     assert sink.dropped in (6, 7) and sink.delivered + sink.dropped == 10
     assert receiver.bodies[-3:] == [event(7), event(8), event(9)]
+
+
+class _GarbageThenOk(http.server.BaseHTTPRequestHandler):
+    """The first answer is not HTTP at all (BadStatusLine in the client); later ones are 200."""
+
+    count = 0
+    bodies: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        type(self).count += 1
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).count == 1:
+            self.wfile.write(b"garbage, not a status line\r\n")
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        type(self).bodies.append(json.loads(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_receiver_speaking_garbage_does_not_kill_the_sender() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GarbageThenOk)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sink = WebhookSink(f"http://127.0.0.1:{server.server_address[1]}/hook", retries=0)
+        sink.send(event(1))  # BadStatusLine: given up on (no retries), but the thread lives on
+        sink.send(event(2))
+        assert sink.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (sink.delivered, sink.failed) == (1, 1)
+    assert _GarbageThenOk.bodies == [event(2)]
+    assert not sink._thread.is_alive()  # close() joined it
+    assert sink.send(event(3)) is False and sink.dropped == 1  # refused after close, and counted
+
+
+@pytest.mark.parametrize("url", ["http://user:pass@example.com/hook", "https://token@example.com/",
+                                 "http://example.com:99999/hook", "http://example.com:port/hook",
+                                 "http://[::1/hook"])
+def test_urls_that_would_fail_later_are_refused_up_front(url: str) -> None:
+    with pytest.raises(WebhookError):
+        validate_webhook_url(url)
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/hook", "file:///etc/passwd", "http://", "hook", "javascript:x"])

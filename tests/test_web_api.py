@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -45,7 +47,7 @@ def client(server: Server) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def open_server() -> Iterator[Server]:
     """No key and no CORS, as by default; one worker and no queue, so that it is easily busy."""
-    with running_server("--workers", "1", "--queue-limit", "0") as running:
+    with running_server("--workers", "1", "--queue-limit", "0", "--read-timeout", "3") as running:
         yield running
 
 
@@ -118,6 +120,48 @@ def test_annotated_returns_the_drawn_jpeg(client: httpx.Client) -> None:
     strip = drawn[(y1 + y2) // 2 - 10:(y1 + y2) // 2 + 10, x1 - 1:x1 + 2].reshape(-1, 3).astype(int)
     blue, green, red = strip.mean(axis=0)
     assert green > red + 60 and green > blue + 60, strip.mean(axis=0)
+
+
+def test_annotated_image_too_wide_for_jpeg_comes_back_as_png(client: httpx.Client) -> None:
+    # libjpeg stops at 65,500 px a side: such an image is valid, and annotating it must not give a 500.
+    _, png = cv2.imencode(".png", np.full((2, 70000, 3), 128, np.uint8))
+    response = client.post("/v1/detect", params={"annotated": "1"}, content=png.tobytes())
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["content-type"] == "image/png"
+    drawn = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+    assert drawn.shape[:2] == (2, 70000)
+
+
+def test_metric_labels_are_bounded(server: Server, client: httpx.Client) -> None:
+    for method in ("FROBNICATE", "X-SCAN-1", "GET"):
+        client.request(method, "/v1/detect")
+        client.request(method, f"/probe-{method.lower()}/x")
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    series = [line for line in text.splitlines() if line.startswith("maskwatch_http_requests_total{")]
+    methods = set(re.findall(r'method="([^"]*)"', "\n".join(series)))
+    routes = set(re.findall(r'route="([^"]*)"', text))
+    assert "other" in methods and methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "other"}
+    assert not any(route.startswith("/probe") for route in routes), routes
+    assert "other" in routes
+
+
+def test_slow_upload_gets_408_and_frees_its_slot(open_server: Server) -> None:
+    # One worker and no queue: a client that never finishes its body would otherwise hold the only slot.
+    host, port = open_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as conn:
+        conn.sendall(b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: 100000\r\n\r\n\xff\xd8\xff")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)  # the server answers by itself, after --read-timeout
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"application/json" in head and json.loads(body)["error"]
+    with httpx.Client(base_url=open_server.url, timeout=60) as http:
+        assert http.post("/v1/detect", content=MASKED_JPG.read_bytes()).status_code == 200
 
 
 def test_health_readiness_and_metrics(server: Server, client: httpx.Client) -> None:
@@ -333,3 +377,24 @@ def test_serve_refuses_a_missing_model_before_listening(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "none.onnx" in result.stderr
+
+
+@pytest.mark.parametrize("option", [["--max-upload-mb", "inf"], ["--max-upload-mb", "nan"],
+                                    ["--read-timeout", "0"], ["--read-timeout", "inf"]])
+def test_serve_refuses_non_finite_limits(option: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "maskwatch.cli", "serve", "--port", "0", *option],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert option[0] in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_corrupt_model_with_a_message(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"this is not an onnx model" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "maskwatch.cli", "serve", "--port", "0", "--classifier", str(corrupt)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "cannot load the models" in result.stderr or "corrupt.onnx" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -166,3 +166,31 @@ def test_live_camera_counts_masked_faces(page: Page, server: Server) -> None:
     page.get_by_role("button", name="Reset counter").click()
     expect(page.locator("#compliance")).to_have_text("–")
     expect(page.locator("#count-faces")).to_have_text("0")
+
+
+def test_camera_stopped_while_starting_gives_its_stream_back(page: Page, server: Server) -> None:
+    page.goto(f"{server.url}/")
+    page.evaluate("""() => {
+      window.__streams = [];
+      const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+      navigator.mediaDevices.getUserMedia = async (constraints) => {
+        const stream = await original(constraints);
+        window.__streams.push(stream);
+        return stream;
+      };
+    }""")
+    page.get_by_role("tab", name="Live camera").click()
+    # Start, then leave the tab before the camera answered (as while the permission prompt is open).
+    page.evaluate("""() => { document.getElementById("camera-toggle").click();
+                            document.getElementById("tab-photos").click(); }""")
+    page.wait_for_function("""() => window.__streams.length === 1 &&
+        window.__streams[0].getTracks().every((track) => track.readyState === "ended")""", timeout=30_000)
+    page.get_by_role("tab", name="Live camera").click()
+    page.get_by_role("button", name="Start camera").click()
+    expect(page.get_by_role("button", name="Stop camera")).to_have_attribute("aria-pressed", "true")
+    live = page.evaluate("""() => window.__streams.filter(
+        (stream) => stream.getTracks().some((track) => track.readyState === "live")).length""")
+    assert live == 1
+    page.get_by_role("button", name="Stop camera").click()
+    page.wait_for_function("""() => window.__streams.every(
+        (stream) => stream.getTracks().every((track) => track.readyState === "ended"))""", timeout=30_000)

@@ -87,15 +87,27 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from maskwatch.model_files import ModelFileError
     from maskwatch.training.train import TrainConfig, train
+    from maskwatch.training.tune import tune
 
+    if args.preset == "paper":
+        # The paper: Keras ResNet50V2 (ImageNet, frozen) at 224 px, Flatten -> Dense(1024) -> Dropout -> Dense(2).
+        # Its output is a sigmoid per class, as the paper had.
+        args.backbone, args.head, args.input_size, args.hidden, args.dropout = "resnet50v2", "paper", 224, 1024, 0.5
+        args.views = min(args.views, 2)  # each view is a 100,352-value feature map: bound the cache
     config = TrainConfig(
         data_dir=args.data_dir, out_dir=args.out, backbone=args.backbone, input_size=args.input_size,
         seed=args.seed, views=args.views, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
         weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
-        cache_dir=args.cache, limit=args.limit,
+        cache_dir=args.cache, limit=args.limit, near_duplicates=args.near_duplicates, occlusion=args.occlusion,
+        head=args.head, backbone_weights=args.backbone_weights,
     )
-    report = train(config)
+    try:
+        report = tune(config, trials=args.trials, seed=args.seed) if args.command == "tune" else train(config)
+    except (ValueError, ImportError, ModelFileError) as exc:  # unknown backbone, missing weights package or file
+        print(f"maskwatch: {exc}", file=sys.stderr)
+        return 2
     test = report["test"]
     print(f"test accuracy {test['accuracy']:.4f} on {test['n']} images; "
           f"by face size: " + ", ".join(f"{px}px {r['accuracy']:.3f}" for px, r in report["test_by_face_px"].items()))
@@ -118,9 +130,32 @@ def make_parser() -> argparse.ArgumentParser:
     detect.set_defaults(func=cmd_detect)
 
     train = sub.add_parser("train", help="train a mask classifier on class-per-folder images")
+    add_train_options(train)
+    train.set_defaults(func=cmd_train)
+    tune = sub.add_parser("tune", help="search the head's hyperparameters on the validation split, then train")
+    add_train_options(tune)
+    tune.add_argument("--trials", type=int, default=12, help="trials to run (default 12)")
+    tune.set_defaults(func=cmd_train)
+
+    # Commands that live beside their subsystem; each module has add_command(subparsers) and imports
+    # its heavy dependencies (FastAPI, matplotlib) only when its command runs.
+    for module in ("maskwatch.video.cli", "maskwatch.web.cli", "maskwatch.evaluation.cli"):
+        importlib.import_module(module).add_command(sub)
+    return parser
+
+
+def add_train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("data_dir", help="folder with one sub-folder of images per class")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder for the model and reports")
-    train.add_argument("--backbone", default="efficientnet_lite0")
+    train.add_argument("--preset", choices=["paper"],
+                       help="paper: the published ResNet50V2 + Flatten/Dense(1024) head (needs Keras' ImageNet file)")
+    train.add_argument("--backbone", default="efficientnet_lite0",
+                       help="ImageNet backbone from the registry: efficientnet_lite0 (default), efficientnet_lite1, "
+                            "efficientnet_lite2 (each needs its weights package), resnet50v2")
+    train.add_argument("--backbone-weights", metavar="PATH",
+                       help="pretrained weights file for the backbone (resnet50v2: Keras' notop .h5)")
+    train.add_argument("--head", default="gap", choices=["gap", "paper"],
+                       help="gap: pooled features -> Dense -> Dropout -> Dense (default); paper: Flatten head")
     train.add_argument("--input-size", type=int, default=0, help="crop size (default: the backbone's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--views", type=int, default=8, help="augmented views per training image")
@@ -132,13 +167,10 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--face-model", metavar="PATH")
     train.add_argument("--cache", metavar="DIR", help="crop and feature cache (default: the user cache)")
     train.add_argument("--limit", type=int, default=0, help="use at most N images per class")
-    train.set_defaults(func=cmd_train)
-
-    # Commands that live beside their subsystem; each module has add_command(subparsers) and imports
-    # its heavy dependencies (FastAPI, matplotlib) only when its command runs.
-    for module in ("maskwatch.video.cli", "maskwatch.web.cli", "maskwatch.evaluation.cli"):
-        importlib.import_module(module).add_command(sub)
-    return parser
+    train.add_argument("--no-near-duplicates", dest="near_duplicates", action="store_false",
+                       help="group only byte-identical files, not near-duplicate crops, into one split")
+    train.add_argument("--no-occlusion", dest="occlusion", action="store_false",
+                       help="no hands over bare mouths as hard negatives")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

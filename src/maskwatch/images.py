@@ -27,6 +27,10 @@ class ImageError(ValueError):
     """An input that cannot be turned into an image; the message says why."""
 
 
+class PixelLimitError(ImageError):
+    """An image with more pixels than ``max_pixels``: refused from its header, before decoding."""
+
+
 def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Return ``source`` as an upright BGR uint8 array of shape (H, W, 3).
 
@@ -63,7 +67,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(
+                raise PixelLimitError(
                     f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
                     f"{max_pixels:,}"
                 )
@@ -75,7 +79,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     except UnidentifiedImageError:
         raise ImageError("not an image, or a format that cannot be read") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"image is over the limit of {max_pixels:,} pixels") from None
+        raise PixelLimitError(f"image is over the limit of {max_pixels:,} pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated and corrupt data as OSError / SyntaxError.
         raise ImageError(f"corrupt or truncated image: {exc}") from None

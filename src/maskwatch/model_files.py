@@ -26,9 +26,11 @@ class ModelFile:
 
     name: str  # file name in the cache
     url: str
-    sha256: str
+    sha256: str  # the pinned digest; with algorithm="md5", an md5 (Keras publishes only md5 for its weights)
     env_var: str  # environment variable that may hold a local path
     url_env_var: str = ""  # environment variable that may override the URL (mirrors, tests)
+    option: str = "the model option"  # the command-line option that takes a local path
+    algorithm: str = "sha256"
 
 
 def cache_dir() -> Path:
@@ -39,8 +41,9 @@ def cache_dir() -> Path:
     return Path(base) / "maskwatch"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256_of(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file (sha256 unless ``algorithm`` says otherwise)."""
+    digest = hashlib.new(algorithm, usedforsecurity=algorithm != "md5")
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
@@ -62,7 +65,7 @@ def resolve(model: ModelFile, path: str | os.PathLike | None = None, download: b
         return _existing(Path(os.environ[model.env_var]), f"${model.env_var}")
     cached = cache_dir() / model.name
     if cached.is_file():
-        if sha256_of(cached) == model.sha256:
+        if sha256_of(cached, model.algorithm) == model.sha256:
             return cached
         cached.unlink()  # a stale or damaged copy: fetch it again
     url = os.environ.get(model.url_env_var) if model.url_env_var else None
@@ -70,19 +73,19 @@ def resolve(model: ModelFile, path: str | os.PathLike | None = None, download: b
     if not download:
         raise ModelFileError(_how_to_supply(model, "downloads are disabled"))
     try:
-        return download_verified(url, model.sha256, cached)
+        return download_verified(url, model.sha256, cached, algorithm=model.algorithm)
     except ModelFileError as exc:
         raise ModelFileError(_how_to_supply(model, str(exc))) from None
 
 
-def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` atomically, refusing it unless its sha256 matches."""
+def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0, algorithm: str = "sha256") -> Path:
+    """Download ``url`` to ``dest`` atomically, refusing it unless its digest matches."""
     if not url.startswith(("https://", "http://")):
         raise ModelFileError(f"refusing to download from a non-HTTP URL: {url!r}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
     tmp = Path(tmp_name)
-    digest = hashlib.sha256()
+    digest = hashlib.new(algorithm, usedforsecurity=algorithm != "md5")
     try:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(CHUNK):
@@ -90,7 +93,7 @@ def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0) 
                 out.write(chunk)
         if digest.hexdigest() != sha256:
             raise ModelFileError(
-                f"downloaded file from {url} has sha256 {digest.hexdigest()}, expected {sha256}; refused"
+                f"downloaded file from {url} has {algorithm} {digest.hexdigest()}, expected {sha256}; refused"
             )
         os.replace(tmp, dest)
         return dest
@@ -111,6 +114,6 @@ def _existing(path: Path, where: str) -> Path:
 def _how_to_supply(model: ModelFile, reason: str) -> str:
     return (
         f"cannot get {model.name}: {reason}. Download it from {model.url} "
-        f"(sha256 {model.sha256}) and pass its path (e.g. --face-model PATH) or set ${model.env_var}, "
+        f"({model.algorithm} {model.sha256}) and pass its path ({model.option} PATH) or set ${model.env_var}, "
         f"or put it in {cache_dir()}."
     )

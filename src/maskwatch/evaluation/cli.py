@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import sys
 from pathlib import Path
 
@@ -55,15 +55,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if sum(bool(x) for x in (args.run_dir, args.faces, args.scenes)) != 1:
         print("maskwatch evaluate: give exactly one of RUN_DIR, --faces DIR or --scenes DIR", file=sys.stderr)
         return EXIT_UNUSABLE
+    json_out = None
+    if args.json:  # opened before the long evaluation, so that a bad path fails at once
+        try:
+            json_out = _open_json_output(Path(args.json))
+        except OSError as exc:
+            print(f"maskwatch: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_UNUSABLE
     try:
-        result, text = _run_dir(args) if args.run_dir else _data_set(args)
-    except (ModelFileError, FileNotFoundError, ValueError, OSError) as exc:
-        print(f"maskwatch: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    print(text, end="")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return EXIT_OK
+        try:
+            result, text = _run_dir(args) if args.run_dir else _data_set(args)
+        except (ModelFileError, FileNotFoundError, ValueError, OSError) as exc:
+            print(f"maskwatch: {exc}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        print(text, end="")
+        if json_out is not None:
+            from maskwatch.evaluation.run_report import dumps_json
+
+            try:
+                json_out.seek(0)
+                json_out.truncate()
+                json_out.write(dumps_json(result))
+                json_out.flush()
+            except OSError as exc:
+                print(f"maskwatch: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
+                return EXIT_UNUSABLE
+        return EXIT_OK
+    finally:
+        if json_out is not None:
+            with contextlib.suppress(OSError):
+                json_out.close()
+
+
+def _open_json_output(path: Path):  # -> TextIO
+    """Open ``path`` for writing without emptying it yet (that waits for the results); OSError if we cannot."""
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory")
+    return open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed by cmd_evaluate
 
 
 def _run_dir(args: argparse.Namespace) -> tuple[dict, str]:

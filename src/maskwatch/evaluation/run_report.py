@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ from maskwatch.training.metrics import (
 
 MODEL_NAME = "mask_classifier.onnx"
 SHEET_NAME = "misclassified.png"
+# The contact sheet shows at most this many mistakes, the most confident first: a bad model on a big test
+# split would otherwise make an image of thousands of tiles.
+SHEET_LIMIT = 64
 ECE_DEFINITION = (f"expected calibration error: top-label confidence in {ECE_BINS} equal-width bins over [0, 1], "
                   "sum of (share of images in bin) x |accuracy - mean confidence|")
 BATCH = 64
@@ -86,9 +90,27 @@ def write_evaluation(run_dir: str | Path, *, data_dir: str | Path | None = None,
     result["misclassified"] = _misclassified(data, probs["clean"])
     result["history"] = _read_history(data.run / "history.csv")
     result["plots"] = _plots(data.run, result, [data.crops[s.sha256] for s in data.test], data.classifier.labels)
-    (data.run / "evaluation.json").write_text(json.dumps(result, indent=2))
+    (data.run / "evaluation.json").write_text(dumps_json(result))
     (data.run / "evaluation.md").write_text(render_markdown(result))
     return result
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every NaN or infinity (a ROC AUC of a one-class split...) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.floating):
+        return json_safe(float(value))
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def dumps_json(result: dict) -> str:
+    """Strict JSON (no NaN, which most parsers refuse), as evaluation.json and --json are written."""
+    return json.dumps(json_safe(result), indent=2, allow_nan=False)
 
 
 def load_run(run: Path, data_dir: str | Path | None, cache_dir: str | Path | None,
@@ -144,7 +166,8 @@ def _test_scores(data: RunData) -> tuple[dict, dict[str, np.ndarray]]:
 def _crop_cache(config: dict, cache_dir: str | Path | None, face_model: str | Path | None) -> FaceCropCache:
     """The run's own crop cache: same folder, margin and face threshold as in training."""
     folder = Path(cache_dir or config.get("cache_dir") or default_cache_dir() / "train")
-    detector = YuNetDetector(face_model or config.get("face_model"), score_threshold=config["face_threshold"])
+    detector = YuNetDetector(face_model or config.get("face_model"), score_threshold=config["face_threshold"],
+                            extra_scales=())  # as training cut its crops
     return FaceCropCache(folder, detector, config["crop_margin"], config["face_threshold"])
 
 
@@ -258,7 +281,7 @@ def _plots(run: Path, result: dict, crops: list[np.ndarray], labels: list[str]) 
     if result["misclassified"]:
         # Made from data-set images: it stays in the run folder and is never committed.
         tiles = [(crops[m["index"]], [f"true {m['label']}", f"P(with_mask) {m['p_with_mask']:.3f}",
-                                      Path(m["file"]).name[:22]]) for m in result["misclassified"]]
+                                      Path(m["file"]).name[:22]]) for m in result["misclassified"][:SHEET_LIMIT]]
         made["misclassified"] = plots.contact_sheet(tiles, run / SHEET_NAME)
     else:
         (run / SHEET_NAME).unlink(missing_ok=True)  # a sheet from an earlier evaluation would be stale
@@ -368,7 +391,9 @@ def _md_misclassified(result: dict) -> str:
         "## Misclassified test images",
         f"{len(wrong)} of {result['test']['n']}, the most confident mistakes first.",
         markdown_table(["file", "true", "predicted", f"P({MASK_LABEL})", "no face found"], rows),
-        f"Contact sheet: [{SHEET_NAME}]({SHEET_NAME}) (each crop with its true label and P({MASK_LABEL})).",
+        f"Contact sheet: [{SHEET_NAME}]({SHEET_NAME}) (each crop with its true label and P({MASK_LABEL}))"
+        + (f"; it shows only the {SHEET_LIMIT} most confident of the {len(wrong)} mistakes."
+           if len(wrong) > SHEET_LIMIT else "."),
         f"> **`{SHEET_NAME}` is made from data-set images. It stays in this run folder and must never be committed "
         "or published.**",
     ])

@@ -24,6 +24,7 @@ YUNET = ModelFile(
     sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
     env_var="MASKWATCH_FACE_MODEL",
     url_env_var="MASKWATCH_FACE_MODEL_URL",
+    option="--face-model",
 )
 
 # Chosen from `python benchmarks/face_threshold.py` (see README, "Face score threshold"):

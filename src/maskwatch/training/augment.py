@@ -64,10 +64,47 @@ def replace_surround(view: np.ndarray, rng: np.random.Generator, margin: float =
     return surround
 
 
-def random_view(crop: np.ndarray, out_size: int, rng: np.random.Generator) -> np.ndarray:
-    """One random training view: geometry, colour, blur, resolution and JPEG, in camera order."""
+def occlude_lower_face(view: np.ndarray, rng: np.random.Generator, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """Cover mouth and chin with a skin-coloured, hand-like shape: a bare face behind a hand is not masked.
+
+    Users report that a hand over the mouth is read as a mask; the training folders have no such face.
+    The colour comes from the face's own cheeks, so the model cannot learn "odd colour means hand".
+    """
+    size = view.shape[0]
+    inner = size / (1 + 2 * margin)
+    lo = (size - inner) / 2
+    cheek = view[int(lo + 0.45 * inner):int(lo + 0.6 * inner), int(lo + 0.2 * inner):int(lo + 0.8 * inner)]
+    colour = np.median(cheek.reshape(-1, 3), axis=0) * rng.uniform(0.85, 1.1)
+    alpha = np.zeros((size, size), np.float32)
+    cx = size / 2 + rng.uniform(-0.1, 0.1) * inner
+    cy = lo + rng.uniform(0.68, 0.85) * inner
+    palm = (int(rng.uniform(0.22, 0.34) * inner), int(rng.uniform(0.12, 0.2) * inner))
+    angle = rng.uniform(-35, 35)
+    cv2.ellipse(alpha, (int(cx), int(cy)), palm, angle, 0, 360, 1.0, -1)
+    if rng.random() < 0.7:  # fingers: a row of narrow ellipses along one side of the palm
+        side = rng.choice([-1, 1])
+        for k in range(int(rng.integers(3, 5))):
+            fx = cx + (k - 1.5) * palm[0] * 0.45
+            fy = cy + side * palm[1] * 0.9
+            finger = (max(2, int(palm[0] * 0.14)), int(palm[1] * rng.uniform(0.8, 1.4)))
+            cv2.ellipse(alpha, (int(fx), int(fy)), finger, angle, 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, size / 80))[:, :, None]
+    shading = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.15), size, dtype=np.float32)[:, None, None]
+    hand = np.clip(colour[None, None, :] * shading + rng.normal(0, 4, view.shape), 0, 255)
+    return (alpha * hand + (1 - alpha) * view.astype(np.float32)).astype(np.uint8)
+
+
+def random_view(
+    crop: np.ndarray, out_size: int, rng: np.random.Generator, occlude: bool = False
+) -> np.ndarray:
+    """One random training view: geometry, colour, blur, resolution and JPEG, in camera order.
+
+    ``occlude`` (for bare faces only) sometimes puts a hand over the mouth as a hard negative.
+    """
     size = crop.shape[0]
     view = crop[:, ::-1] if rng.random() < 0.5 else crop
+    if occlude and rng.random() < 0.3:
+        view = occlude_lower_face(view, rng)
     # Small rotation, zoom and shift: detectors' boxes wobble around the face.
     angle = rng.uniform(-15, 15)
     scale = rng.uniform(0.9, 1.12)

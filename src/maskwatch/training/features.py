@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from maskwatch.classifier.onnx_classifier import normalise
-from maskwatch.training.backbones import BackboneSpec, create_backbone
+from maskwatch.training.backbones import BackboneSpec
 from maskwatch.training.model import freeze
 
 BATCH = 64
@@ -27,12 +28,12 @@ BATCH = 64
 class FeatureExtractor:
     """The frozen backbone as an onnxruntime session: BGR crops -> (N, C) features."""
 
-    def __init__(self, spec: BackboneSpec, input_size: int, cache_dir: Path) -> None:
+    def __init__(self, module: nn.Module, spec: BackboneSpec, input_size: int, cache_dir: Path, tag: str) -> None:
         self.spec, self.input_size = spec, input_size
-        path = Path(cache_dir) / f"backbone-{spec.name}-{input_size}.onnx"
+        path = Path(cache_dir) / f"backbone-{tag}.onnx"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            backbone = create_backbone(spec.name, pretrained=True, input_size=input_size)
+            backbone = module
             freeze(backbone)
             tmp = path.with_suffix(".tmp")
             torch.onnx.export(
@@ -42,6 +43,8 @@ class FeatureExtractor:
             )
             tmp.replace(path)
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        probe = np.zeros((1, 3, input_size, input_size), np.float32)
+        self.feature_dim = int(self.session.run(None, {"image": probe})[0].shape[1])
 
     def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         batch = normalise(crops, np.array(self.spec.mean), np.array(self.spec.std), "RGB")
@@ -63,7 +66,7 @@ def cached_features(
     path = Path(cache_dir) / f"features-{digest.hexdigest()[:20]}.npy"
     if path.exists():
         return np.load(path)
-    out = np.zeros((len(items), extractor.spec.feature_dim), np.float32)
+    out = np.zeros((len(items), extractor.feature_dim), np.float32)
     for start in tqdm(range(0, len(items), BATCH), desc=desc, unit="batch"):
         chunk = items[start:start + BATCH]
         out[start:start + len(chunk)] = extractor([make_view(item) for item in chunk])

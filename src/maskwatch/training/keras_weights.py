@@ -9,16 +9,12 @@ silently half-loaded backbone would train without error and just be worse.
 
 The ResNet50V2 file is pinned by the md5 that Keras itself publishes for it
 (``WEIGHTS_HASHES`` in ``keras/src/applications/resnet.py``); Keras publishes no
-sha256 for it, so ``model_files.resolve`` (sha256 only) cannot pin it and this
-module resolves it in the same order with an md5 check.
+sha256 for it, so ``model_files.resolve`` checks it with md5.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskwatch.model_files import CHUNK, ModelFileError, cache_dir
+from maskwatch.model_files import ModelFile, resolve
 
 RESNET50V2_FILE = "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
 RESNET50V2_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{RESNET50V2_FILE}"
@@ -42,73 +38,17 @@ class KerasWeightsError(ValueError):
 
 # --- finding the file -------------------------------------------------------------------------------------------
 
-
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)  # Keras' published checksum, not a security boundary of ours
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+RESNET50V2 = ModelFile(
+    name=RESNET50V2_FILE, url=RESNET50V2_URL, sha256=RESNET50V2_MD5, env_var=RESNET50V2_ENV,
+    url_env_var=RESNET50V2_URL_ENV, option="pretrained_weights_path=", algorithm="md5",
+)
 
 
 def resolve_resnet50v2_weights(path: str | os.PathLike | None = None, download: bool = True) -> Path:
     """Keras' ResNet50V2 notop file: ``path``, else $MASKWATCH_RESNET50V2_WEIGHTS, else the cache
     (re-verified), else a download from Keras' URL ($MASKWATCH_RESNET50V2_URL overrides it) that is
     refused unless its md5 is Keras' published one. Raises ModelFileError saying how to supply it."""
-    if path is not None:
-        return _existing(Path(path), "the given path")
-    if os.environ.get(RESNET50V2_ENV):
-        return _existing(Path(os.environ[RESNET50V2_ENV]), f"${RESNET50V2_ENV}")
-    cached = cache_dir() / RESNET50V2_FILE
-    if cached.is_file():
-        if md5_of(cached) == RESNET50V2_MD5:
-            return cached
-        cached.unlink()  # stale or damaged: fetch again
-    if not download:
-        raise ModelFileError(_how_to_supply("downloads are disabled"))
-    url = os.environ.get(RESNET50V2_URL_ENV) or RESNET50V2_URL
-    try:
-        return download_md5_verified(url, RESNET50V2_MD5, cached)
-    except ModelFileError as exc:
-        raise ModelFileError(_how_to_supply(str(exc))) from None
-
-
-def download_md5_verified(url: str, md5: str, dest: Path, timeout: float = 60.0) -> Path:
-    """``model_files.download_verified`` with md5: atomic, nothing unverified is left in ``dest``'s folder."""
-    if not url.startswith(("https://", "http://")):
-        raise ModelFileError(f"refusing to download from a non-HTTP URL: {url!r}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-    tmp = Path(tmp_name)
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != md5:
-            raise ModelFileError(f"downloaded file from {url} has md5 {digest.hexdigest()}, expected {md5}; refused")
-        os.replace(tmp, dest)
-        return dest
-    except ModelFileError:
-        raise
-    except OSError as exc:  # URLError, HTTPError and socket errors
-        raise ModelFileError(f"download from {url} failed: {exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _existing(path: Path, where: str) -> Path:
-    if not path.is_file():
-        raise ModelFileError(f"Keras weights file from {where} does not exist: {path}")
-    return path
-
-
-def _how_to_supply(reason: str) -> str:
-    return (
-        f"cannot get {RESNET50V2_FILE}: {reason}. Download it from {RESNET50V2_URL} (md5 {RESNET50V2_MD5}) "
-        f"and pass its path or set ${RESNET50V2_ENV}, or put it in {cache_dir()}."
-    )
+    return resolve(RESNET50V2, path, download=download)
 
 
 # --- reading the file ---------------------------------------------------------------------------------------------

@@ -18,19 +18,61 @@ def make_head(feature_dim: int, hidden: int, dropout: float, classes: int = 2) -
     )
 
 
-class MaskNet(nn.Module):
-    """Backbone + head; ``forward`` returns class probabilities so the exported file needs no post-processing."""
+HEADS = ("gap", "paper")
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+
+class SpatialFeatures(nn.Module):
+    """The backbone's whole feature map, flattened (N, C*H*W): what the paper's Flatten head reads."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x).flatten(1)
+
+
+def feature_module(backbone: nn.Module, head: str) -> nn.Module:
+    """What the head reads: pooled features ("gap") or the flattened feature map ("paper")."""
+    return SpatialFeatures(backbone) if head == "paper" else backbone
+
+
+def build_head(kind: str, feature_dim: int, hidden: int, dropout: float, classes: int = 2) -> nn.Module:
+    """A head that returns logits. "paper" is Flatten -> Dense(hidden, ReLU) -> Dropout -> Dense(classes) on the
+    7x7x2048 map, whose sigmoid the exported model applies (``MaskNet(activation="sigmoid")``)."""
+    if kind == "gap":
+        return make_head(feature_dim, hidden, dropout, classes)
+    if kind == "paper":
+        from maskwatch.training.paper import FEATURE_MAP, make_paper_head
+
+        channels = feature_dim // (FEATURE_MAP * FEATURE_MAP)
+        paper = make_paper_head(in_features=feature_dim, hidden=hidden, dropout=dropout, classes=classes)
+        # Cached features are flattened NCHW maps: unflatten, then the paper head flattens channels-last as Keras.
+        return nn.Sequential(nn.Unflatten(1, (channels, FEATURE_MAP, FEATURE_MAP)), *list(paper)[:-1])
+    raise ValueError(f"unknown head {kind!r}; known: {', '.join(HEADS)}")
+
+
+class MaskNet(nn.Module):
+    """Backbone + head; ``forward`` returns class probabilities so the exported file needs no post-processing.
+
+    ``activation`` is softmax for maskwatch's heads, sigmoid for the paper's (two independent outputs).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, activation: str = "softmax") -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.activation = activation
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(x), dim=1)
+        return activate(self.logits(x), self.activation)
+
+
+def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    return torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=1)
 
 
 def build_masknet(backbone: str, input_size: int, hidden: int, dropout: float, pretrained: bool = True) -> MaskNet:

@@ -8,9 +8,12 @@ with early stopping on validation loss -> test once -> export ONNX with metadata
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import platform
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,16 +25,26 @@ from tqdm import tqdm
 from maskwatch.faces import YuNetDetector
 from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
 from maskwatch.model_files import cache_dir as default_cache_dir
-from maskwatch.training.augment import EVAL_FACE_SIZES, as_small_face, random_view, resize_to
+from maskwatch.training.augment import EVAL_FACE_SIZES, as_small_face, occlude_lower_face, random_view, resize_to
 from maskwatch.training.backbones import backbone_spec
-from maskwatch.training.data import Sample, fingerprint, scan_dataset, split_samples, write_split
+from maskwatch.training.data import (
+    NEAR_DUPLICATE_BITS,
+    Sample,
+    dhash,
+    fingerprint,
+    group_near_duplicates,
+    scan_dataset,
+    split_samples,
+    write_split,
+)
 from maskwatch.training.export import export_onnx
 from maskwatch.training.face_cache import FaceCropCache
 from maskwatch.training.features import FeatureExtractor, cached_features
 from maskwatch.training.metrics import classification_report
-from maskwatch.training.model import MaskNet, freeze, make_head
+from maskwatch.training.model import MaskNet, activate, build_head, feature_module, freeze
 
-AUGMENT_VERSION = 2  # bump when augment.py changes, so cached features are recomputed
+BARE_LABEL = "without_mask"
+AUGMENT_VERSION = 3  # bump when augment.py changes, so cached features are recomputed
 
 
 @dataclass
@@ -54,10 +67,33 @@ class TrainConfig:
     face_model: str | None = None
     cache_dir: str | None = None
     limit: int = 0  # use only this many images per class (quick runs and tests)
+    head: str = "gap"  # "gap" (maskwatch) or "paper" (Flatten -> Dense(1024) -> Dropout -> Dense(2, sigmoid))
+    backbone_weights: str | None = None  # pretrained weights file instead of the backbone's default source
+    near_duplicates: bool = True  # group near-duplicate crops (dHash) into one split
+    occlusion: bool = True  # hands over bare mouths as hard negatives
     extra: dict = field(default_factory=dict)
 
 
-def train(config: TrainConfig) -> dict:
+@dataclass
+class Prepared:
+    """Everything a head needs, computed once: the split and the cached backbone features of every view."""
+
+    config: TrainConfig
+    out: Path
+    cache: Path
+    labels: list[str]
+    samples: list[Sample]
+    by_split: dict[str, list[Sample]]
+    features: Callable[[str, list[str]], tuple[np.ndarray, np.ndarray]]
+    feature_dim: int
+    size: int
+    counts: dict
+    unreadable: list[str]
+    started: float
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Scan, crop, group near-duplicates, split, and make the frozen features available."""
     started = time.time()
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,21 +105,30 @@ def train(config: TrainConfig) -> dict:
     samples, labels = scan_dataset(config.data_dir)
     if config.limit:
         samples = _limit_per_class(samples, config.limit, config.seed)
-    split_samples(samples, seed=config.seed)
-    write_split(samples, Path(config.data_dir), out / "split.csv")
-
-    detector = YuNetDetector(config.face_model, score_threshold=config.face_threshold)
+    # One YuNet pass: the faces of the training folders are large, and the crop cache was built this way.
+    detector = YuNetDetector(config.face_model, score_threshold=config.face_threshold, extra_scales=())
     crop_cache = FaceCropCache(cache, detector, config.crop_margin, config.face_threshold)
     records = crop_cache.build(samples)
-    unreadable = [s for s in samples if records[s.sha256].error]
+    unreadable = [records[s.sha256].error or "" for s in samples if records[s.sha256].error]
     samples = [s for s in samples if not records[s.sha256].error]
     whole_image = {s.sha256 for s in samples if records[s.sha256].whole_image}
 
-    extractor = FeatureExtractor(spec, size, cache)
+    hashes = {s.sha256: dhash(crop_cache.load(s.sha256)) for s in samples}
+    plain_leaks = _near_copies_across(samples, hashes, config.seed)
+    if config.near_duplicates:
+        group_near_duplicates(samples, hashes)
+    split_samples(samples, seed=config.seed)
+    write_split(samples, Path(config.data_dir), out / "split.csv")
+
+    weights_tag = hashlib.sha256(str(config.backbone_weights or "default").encode()).hexdigest()[:8]
+    module = feature_module(_backbone_module(spec.name, size, config.backbone_weights), config.head)
+    extractor = FeatureExtractor(module, spec, size, cache, tag=f"{spec.name}-{size}-{config.head}-{weights_tag}")
     by_split = {name: [s for s in samples if s.split == name] for name in ("train", "val", "test")}
     label_index = {label: i for i, label in enumerate(labels)}
+    bare = {s.sha256 for s in samples if s.label == BARE_LABEL}
     key = {"backbone": spec.name, "size": size, "margin": config.crop_margin,
-           "threshold": config.face_threshold, "augment": AUGMENT_VERSION, "seed": config.seed}
+           "threshold": config.face_threshold, "augment": AUGMENT_VERSION, "seed": config.seed,
+           "occlusion": config.occlusion, "head": config.head, "weights": weights_tag}
 
     def view(item: str) -> np.ndarray:
         sha, kind = item.split(":")
@@ -92,8 +137,10 @@ def train(config: TrainConfig) -> dict:
             return resize_to(crop, size)
         if kind.startswith("px"):
             return as_small_face(crop, int(kind[2:]), size, config.crop_margin)
+        if kind == "hand":  # evaluation: a hand over the mouth, from a generator stream training never used
+            return resize_to(occlude_lower_face(crop, np.random.default_rng([99, int(sha[:12], 16)])), size)
         rng = np.random.default_rng([config.seed, int(sha[:12], 16), int(kind[1:])])
-        return random_view(crop, size, rng)
+        return random_view(crop, size, rng, occlude=config.occlusion and sha in bare)
 
     def features(split: str, kinds: list[str]) -> tuple[np.ndarray, np.ndarray]:
         items = [f"{s.sha256}:{k}" for k in kinds for s in by_split[split]]
@@ -101,22 +148,59 @@ def train(config: TrainConfig) -> dict:
         y = np.array([label_index[s.label] for _ in kinds for s in by_split[split]])
         return x, y
 
-    train_kinds = ["clean"] + [f"v{i}" for i in range(1, config.views)]
-    size_kinds = [f"px{px}" for px in EVAL_FACE_SIZES]
-    x_train, y_train = features("train", train_kinds)
-    x_val, y_val = features("val", ["clean", *size_kinds])
-    head, history = fit_head(x_train, y_train, x_val, y_val, spec.feature_dim, len(labels), config)
+    group_sizes = Counter(s.group for s in samples)
+    distinct_in_group: dict[str, set[str]] = {}
+    for s in samples:
+        distinct_in_group.setdefault(s.group, set()).add(s.sha256)
+    counts = {
+        "images": len(samples) + len(unreadable), "unreadable": len(unreadable),
+        "whole_image_no_face": len(whole_image),
+        "whole_image_no_face_in_test": sum(s.sha256 in whole_image for s in by_split["test"]),
+        "byte_identical_groups": sum(1 for n in Counter(s.sha256 for s in samples).values() if n > 1),
+        "near_duplicate_groups": sum(1 for v in distinct_in_group.values() if len(v) > 1),
+        "images_in_duplicate_groups": sum(n for n in group_sizes.values() if n > 1),
+        "plain_split_test_images_with_near_copy_in_train": plain_leaks,
+        "near_duplicate_bits": NEAR_DUPLICATE_BITS,
+        **{f"{k}_images": len(v) for k, v in by_split.items()},
+    }
+    return Prepared(config, out, cache, labels, samples, by_split, features, extractor.feature_dim, size, counts,
+                    unreadable, started)
 
-    # The test split is touched once, here, after the head is final.
-    x_test, y_test = features("test", ["clean"])
-    test = classification_report(y_test, predict(head, x_test).argmax(1), labels)
+
+def train(config: TrainConfig) -> dict:
+    prep = prepare(config)
+    x_train, y_train, x_val, y_val = training_features(prep)
+    head, history = fit_head(x_train, y_train, x_val, y_val, prep.feature_dim, len(prep.labels), config)
+    return finish(prep, head, history, config)
+
+
+def training_features(prep: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    train_kinds = ["clean"] + [f"v{i}" for i in range(1, prep.config.views)]
+    x_train, y_train = prep.features("train", train_kinds)
+    x_val, y_val = prep.features("val", ["clean", *[f"px{px}" for px in EVAL_FACE_SIZES]])
+    return x_train, y_train, x_val, y_val
+
+
+def finish(
+    prep: Prepared, head: nn.Module, history: list[dict], config: TrainConfig, extra: dict | None = None
+) -> dict:
+    """Score the test split once, export the model with its metadata, write the report and the evaluation."""
+    out, labels, size = prep.out, prep.labels, prep.size
+    spec = backbone_spec(config.backbone)
+    activation = output_activation(config)
+    x_test, y_test = prep.features("test", ["clean"])
+    test = classification_report(y_test, predict(head, x_test, activation).argmax(1), labels)
     by_size = {}
     for px in EVAL_FACE_SIZES:
-        x_px, y_px = features("test", [f"px{px}"])
-        by_size[str(px)] = classification_report(y_px, predict(head, x_px).argmax(1), labels)
-    test_whole = [i for i, s in enumerate(by_split["test"]) if s.sha256 in whole_image]
+        x_px, y_px = prep.features("test", [f"px{px}"])
+        by_size[str(px)] = classification_report(y_px, predict(head, x_px, activation).argmax(1), labels)
+    x_hand, y_hand = prep.features("test", ["hand"])
+    bare = y_hand == labels.index(BARE_LABEL)
+    hand_predictions = predict(head, x_hand[bare], activation).argmax(1)
+    hand_accuracy = float((hand_predictions == y_hand[bare]).mean()) if bare.any() else None
 
-    model = MaskNet(_backbone_module(spec.name, size), head)
+    backbone = feature_module(_backbone_module(spec.name, size, config.backbone_weights), config.head)
+    model = MaskNet(backbone, head, activation)
     metadata = {
         "labels": labels,
         "input_size": size,
@@ -127,12 +211,14 @@ def train(config: TrainConfig) -> dict:
         "crop_margin": config.crop_margin,
         "backbone": spec.name,
         "backbone_weights": spec.weights,
-        "head": f"GAP -> Dense({config.hidden}, ReLU) -> Dropout({config.dropout}) -> Dense({len(labels)}) -> softmax",
-        "data_fingerprint": fingerprint(samples),
-        "split_fingerprint": fingerprint(samples, with_split=True),
-        "split_counts": {k: len(v) for k, v in by_split.items()},
+        "head": head_description(config, len(labels)),
+        "output": activation,
+        "data_fingerprint": fingerprint(prep.samples),
+        "split_fingerprint": fingerprint(prep.samples, with_split=True),
+        "split_counts": {k: len(v) for k, v in prep.by_split.items()},
         "test_accuracy": test["accuracy"],
         "test_accuracy_by_face_px": {k: v["accuracy"] for k, v in by_size.items()},
+        "test_bare_with_hand_accuracy": hand_accuracy,
         "face_threshold": config.face_threshold,
         "trained": time.strftime("%Y-%m-%d"),
         "maskwatch_train_config": {k: v for k, v in asdict(config).items() if k not in ("out_dir", "cache_dir")},
@@ -143,19 +229,18 @@ def train(config: TrainConfig) -> dict:
     report = {
         "config": asdict(config),
         "labels": labels,
-        "counts": {"images": len(samples) + len(unreadable), "unreadable": len(unreadable),
-                   "whole_image_no_face": len(whole_image),
-                   "whole_image_no_face_in_test": len(test_whole),
-                   **{f"{k}_images": len(v) for k, v in by_split.items()}},
-        "unreadable": [records[s.sha256].error for s in unreadable],
+        "counts": prep.counts,
+        "unreadable": prep.unreadable,
         "test": test,
         "test_by_face_px": by_size,
+        "test_bare_with_hand_accuracy": hand_accuracy,
         "epochs": len(history),
         "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1,
-        "seconds": round(time.time() - started, 1),
+        "seconds": round(time.time() - prep.started, 1),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "model": str(model_path),
         "metadata": metadata,
+        **(extra or {}),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     with open(out / "history.csv", "w", newline="") as handle:
@@ -165,7 +250,7 @@ def train(config: TrainConfig) -> dict:
     # Plots, calibration and the misclassified contact sheet beside the report.
     from maskwatch.evaluation.run_report import write_evaluation
 
-    write_evaluation(out, cache_dir=cache, face_model=config.face_model)
+    write_evaluation(out, cache_dir=prep.cache, face_model=config.face_model)
     return report
 
 
@@ -174,9 +259,9 @@ def fit_head(
     feature_dim: int, classes: int, config: TrainConfig,
 ) -> tuple[nn.Module, list[dict]]:
     """Train the head on cached features; stop when validation loss has not improved for ``patience`` epochs."""
-    head = make_head(feature_dim, config.hidden, config.dropout, classes)
+    head = build_head(config.head, feature_dim, config.hidden, config.dropout, classes)
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = make_loss(output_activation(config), classes)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val).long()
     generator = torch.Generator().manual_seed(config.seed)
@@ -192,7 +277,7 @@ def fit_head(
             loss = loss_fn(head(xt[index]), yt[index])
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(index)
+            total += loss.item() * len(index)
         head.eval()
         with torch.no_grad():
             val_logits = head(xv)
@@ -214,17 +299,50 @@ def fit_head(
     return head, history
 
 
-def predict(head: nn.Module, features: np.ndarray) -> np.ndarray:
+def predict(head: nn.Module, features: np.ndarray, activation: str = "softmax") -> np.ndarray:
     with torch.no_grad():
-        return torch.softmax(head(torch.from_numpy(features)), dim=1).numpy()
+        return activate(head(torch.from_numpy(features)), activation).numpy()
 
 
-def _backbone_module(name: str, size: int) -> nn.Module:
+def output_activation(config: TrainConfig) -> str:
+    return "sigmoid" if config.head == "paper" else "softmax"
+
+
+def make_loss(activation: str, classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy for softmax heads; binary cross-entropy per output for the paper's sigmoid head."""
+    if activation == "softmax":
+        return nn.CrossEntropyLoss()
+    bce = nn.BCEWithLogitsLoss()
+    return lambda logits, target: bce(logits, nn.functional.one_hot(target, classes).float())
+
+
+def head_description(config: TrainConfig, classes: int) -> str:
+    if config.head == "paper":
+        return (f"Flatten -> Dense({config.hidden}, ReLU) -> Dropout({config.dropout}) -> Dense({classes}) -> sigmoid"
+                " (the paper's head)")
+    return f"GAP -> Dense({config.hidden}, ReLU) -> Dropout({config.dropout}) -> Dense({classes}) -> softmax"
+
+
+def _backbone_module(name: str, size: int, weights_path: str | None = None) -> nn.Module:
     from maskwatch.training.backbones import create_backbone
 
-    backbone = create_backbone(name, pretrained=True, input_size=size)
+    backbone = create_backbone(name, pretrained=True, input_size=size, weights_path=weights_path)
     freeze(backbone)
     return backbone
+
+
+def _near_copies_across(samples: list[Sample], hashes: dict[str, int], seed: int) -> int:
+    """How many test images of a plain (byte-identical groups only) split have a near-copy in train."""
+    plain = [Sample(s.path, s.label, s.sha256, group=s.sha256) for s in samples]
+    split_samples(plain, seed=seed)
+    train_hashes = np.array([hashes[s.sha256] for s in plain if s.split == "train"], dtype=np.uint64)
+    leaks = 0
+    for s in plain:
+        if s.split == "test":
+            differing = np.bitwise_xor(train_hashes, np.uint64(hashes[s.sha256]))
+            bits = np.unpackbits(differing.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+            leaks += bool((bits <= NEAR_DUPLICATE_BITS).any())
+    return leaks
 
 
 def _limit_per_class(samples: list[Sample], limit: int, seed: int) -> list[Sample]:

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-# Exit codes: 0 the source ended, 1 a live source was lost for good or failed while reading,
-# 2 nothing could start (bad source, option, model or output), 130 stopped by Ctrl-C or SIGTERM.
+# Exit codes: 0 the source ended, 1 a live source was lost for good or failed while reading, or an output
+# (--json, --events, --out) failed while writing (disk full, broken pipe), 2 nothing could start
+# (bad source, option, model or output), 130 stopped by Ctrl-C or SIGTERM.
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 log = logging.getLogger("maskwatch.video")
@@ -128,7 +129,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         with stop_on_signals(stop), contextlib.ExitStack() as stack:
             try:
                 source, watcher = _start(args, stack)
-            except (SourceError, OutputError, WebhookError, ModelFileError, FileNotFoundError, ValueError) as exc:
+            except (SourceError, OutputError, WebhookError, ModelFileError, OSError, ValueError) as exc:
                 print(f"maskwatch: {exc}", file=sys.stderr)
                 return EXIT_UNUSABLE
             log.info("watching %s (%dx%d, %s)", source.spec.name, *source.size,
@@ -136,6 +137,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
             summary = watcher.run(source, stop)
     except KeyboardInterrupt:  # a second Ctrl-C: the outputs were still closed on the way out
         return EXIT_INTERRUPTED
+    except (OutputError, OSError) as exc:  # closing an output failed (a full disk shows at the last flush)
+        print(f"maskwatch: cannot write output: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if summary.output_error:
+        print(f"maskwatch: {summary.output_error}", file=sys.stderr)
+        return EXIT_FAILED
     webhook = watcher.outputs.webhook
     if webhook is not None:  # closed by now: these counts are final
         log.info("webhook: %d event(s) delivered, %d failed, %d dropped from a full queue", webhook.delivered,
@@ -189,6 +196,7 @@ def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, 
             log.info("%s gives no frame rate; writing the video at 25 fps", spec.name)
         outputs.video = VideoFileWriter(args.out, fps=source.fps or 25.0)
         stack.callback(outputs.video.close)
+        outputs.video.open(source.size)  # an unwritable folder or a missing codec fails here, not mid-run
     if args.show:
         outputs.display = WindowDisplay(f"maskwatch: {spec.name}")
         stack.callback(outputs.display.close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import queue
 import threading
 import time
@@ -21,7 +22,9 @@ from maskwatch.video.events import SOURCE_RECONNECTED, STREAM_END, EventLog, NoM
 from maskwatch.video.source import Frame, Gap, VideoSource
 from maskwatch.video.stats import StreamStats
 from maskwatch.video.webhook import WebhookSink
-from maskwatch.video.writers import VideoFileWriter, WindowDisplay
+from maskwatch.video.writers import OutputError, VideoFileWriter, WindowDisplay
+
+log = logging.getLogger("maskwatch.video")
 
 
 @dataclass
@@ -65,6 +68,7 @@ class WatchSummary:
     source_lost: bool
     source_error: str | None
     end_event: dict[str, Any] = field(default_factory=dict)
+    output_error: str | None = None  # an output (--json, --events, --out...) failed and the run stopped
 
     @property
     def fps(self) -> float:
@@ -81,9 +85,11 @@ class DetectAhead:
     most one frame of latency.
     """
 
-    def __init__(self, analyzer: VideoAnalyzer, frames: Iterator[Frame]) -> None:
+    def __init__(self, analyzer: VideoAnalyzer, frames: Iterator[Frame],
+                 stop: threading.Event | None = None) -> None:
         self.analyzer = analyzer
-        self.frames = frames  # ends when the source does, or when the watch loop's stop is set
+        self.frames = frames  # ends when the source does, or when the watch loop's stop (or ``stop``) is set
+        self.stop = stop  # set by close(): ends ``frames`` even while it waits for a stalled source
         self.error: BaseException | None = None
         self._closed = threading.Event()
         self._queue: queue.Queue[tuple[Frame, list[Face] | None] | None] = queue.Queue(1)
@@ -99,6 +105,8 @@ class DetectAhead:
     def close(self) -> None:
         """Stop the thread, also when the consumer quit early (an error, a second Ctrl-C)."""
         self._closed.set()
+        if self.stop is not None:
+            self.stop.set()
         with contextlib.suppress(queue.Empty):
             self._queue.get_nowait()  # unblock a pending put
         if self._thread.is_alive():
@@ -128,7 +136,8 @@ class DetectAhead:
 class _Sequential:
     """Stage one in the consumer's thread: for comparison (``pipelined=False``) and for debugging."""
 
-    def __init__(self, analyzer: VideoAnalyzer, frames: Iterator[Frame]) -> None:
+    def __init__(self, analyzer: VideoAnalyzer, frames: Iterator[Frame],
+                 stop: threading.Event | None = None) -> None:
         self.analyzer = analyzer
         self.frames = frames
 
@@ -162,11 +171,16 @@ class StreamWatcher:
         started = time.monotonic()
         last_time = 0.0
         stages = DetectAhead if self.pipelined else _Sequential
-        ahead = stages(self.analyzer, source.frames(stop))
+        halt = threading.Event()  # set when the stages close: the frames stop, whatever ``stop`` says
+        ahead = stages(self.analyzer, source.frames(stop, halt), stop=halt)
+        output_error: str | None = None
         try:
             for frame, faces in ahead:
                 self.handle(frame, source.pop_gaps(), stop, faces)
                 last_time = frame.time
+        except (OutputError, OSError) as exc:  # disk full, a broken pipe, a video file that cannot be written
+            output_error = f"{exc}" if isinstance(exc, OutputError) else f"cannot write output: {exc}"
+            stop.set()  # the source's reader thread ends too
         finally:
             ahead.close()
         seconds = time.monotonic() - started
@@ -178,8 +192,12 @@ class StreamWatcher:
             processing_ms={"mean": round(self.processing.mean_ms, 1),
                            "p95": round(self.processing.percentile_ms(95), 1)},
         )
-        self.emit(end)
-        return WatchSummary(self.frames, seconds, stop.is_set(), source.lost, source.error, end)
+        if output_error is None:
+            self.emit(end)
+            return WatchSummary(self.frames, seconds, stop.is_set(), source.lost, source.error, end)
+        end["output_error"] = output_error
+        self.emit(end, best_effort=True)  # the outputs still working get the end of the stream
+        return WatchSummary(self.frames, seconds, False, source.lost, source.error, end, output_error)
 
     def handle(self, frame: Frame, gaps: list[Gap], stop: threading.Event,
                faces: list[Face] | None = None) -> FrameResult:
@@ -207,11 +225,17 @@ class StreamWatcher:
         self.processing.add(done - (frame.analysed_at or frame.decoded_at))
         return result
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: dict[str, Any], best_effort: bool = False) -> None:
+        """Write ``event`` to the event log and the webhook; ``best_effort``: a failing log is skipped."""
         if self.source_name:
             event.setdefault("source", self.source_name)
         if self.outputs.events is not None:
-            self.outputs.events.write(event)
+            try:
+                self.outputs.events.write(event)
+            except (OutputError, OSError):
+                if not best_effort:
+                    raise
+                log.warning("could not write the %s event to the event log", event.get("type", "?"))
         if self.outputs.webhook is not None:
             self.outputs.webhook.send(event)
 

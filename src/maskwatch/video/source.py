@@ -72,10 +72,10 @@ def parse_source(text: str, live: bool | None = None) -> SourceSpec:
     parts = urlsplit(text)
     if len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme
         if parts.scheme.lower() not in LIVE_SCHEMES:
-            raise SourceError(f"unsupported source {text!r}: use a file, a webcam index, or one of "
+            raise SourceError(f"unsupported source {redact(text)!r}: use a file, a webcam index, or one of "
                               f"{', '.join(s + '://' for s in LIVE_SCHEMES)}")
         if not parts.hostname:
-            raise SourceError(f"source URL has no host: {text!r}")
+            raise SourceError(f"source URL has no host: {redact(text)!r}")
         return SourceSpec(text, True if live is None else live)
     path = Path(text)
     if not path.is_file():
@@ -168,9 +168,9 @@ class VideoSource:
         self._thread = threading.Thread(target=self._run, name="maskwatch-reader", daemon=True)
         self._thread.start()
 
-    def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
-        """Frames in order until the source ends, fails for good, or ``stop`` is set."""
-        while stop is None or not stop.is_set():
+    def frames(self, *stops: threading.Event | None) -> Iterator[Frame]:
+        """Frames in order until the source ends, fails for good, or any of ``stops`` is set."""
+        while not any(stop is not None and stop.is_set() for stop in stops):
             try:
                 yield self._queue.get(timeout=0.1)
             except queue.Empty:
@@ -186,7 +186,9 @@ class VideoSource:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.timeout + 1.0)
+            # A reconnection attempt can take an open timeout plus a read timeout before it sees the stop;
+            # the reader thread releases its capture itself on the way out.
+            self._thread.join(timeout=2 * self.timeout + 1.0)
         if self._capture is not None and (self._thread is None or not self._thread.is_alive()):
             self._capture.release()
 
@@ -202,6 +204,8 @@ class VideoSource:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("reading %s failed", self.spec.name)
         finally:
+            if self._capture is not None:  # also one a reconnection opened just as stop was set
+                self._capture.release()
             self._finished.set()
 
     def _read_until_end(self) -> None:
@@ -251,6 +255,10 @@ class VideoSource:
                 return False
             attempt += 1
             capture = self._open_capture()
+            if self._stop.is_set():  # stopped while it was opening: do not keep it
+                if capture is not None:
+                    capture.release()
+                return False
             # A server that accepts the connection but sends no frame has not come back.
             ok, image = capture.read() if capture is not None else (False, None)
             if capture is not None and ok and _usable(image):

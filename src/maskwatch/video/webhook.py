@@ -8,6 +8,7 @@ final, since sending the same body again cannot fix them.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import threading
@@ -26,12 +27,25 @@ class WebhookError(ValueError):
 
 
 def validate_webhook_url(url: str) -> str:
-    """Return ``url`` if it is an absolute http(s) URL with a host; raise WebhookError otherwise."""
-    parts = urlsplit(url)
+    """Return ``url`` if it is an absolute http(s) URL with a host; raise WebhookError otherwise.
+
+    Everything urllib would only trip over at the first event fails here, at start: user-info
+    (``user:pass@``, which urllib cannot send and which would end up in logs) and a bad port.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # reading it validates it: "host:99999" and "host:x" raise ValueError
+    except ValueError as exc:
+        raise WebhookError(f"webhook URL is malformed: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise WebhookError(f"webhook URL must start with http:// or https://, got {url!r}")
+    if "@" in parts.netloc:
+        raise WebhookError("webhook URL must not contain a user name or password (user:pass@host); "
+                           "put a token in the path or query instead")
     if not parts.hostname:
         raise WebhookError(f"webhook URL has no host: {url!r}")
+    if port == 0:
+        raise WebhookError(f"webhook URL has port 0: {url!r}")
     return url
 
 
@@ -61,7 +75,7 @@ class WebhookSink:
         self.timeout = timeout
         self.delivered = 0
         self.failed = 0  # given up after all retries, or refused by the receiver
-        self.dropped = 0  # pushed out of the full queue
+        self.dropped = 0  # pushed out of the full queue, or sent after close()
         self.attempts = 0
         self._queue: deque[dict[str, Any]] = deque(maxlen=max_queue)
         self._cond = threading.Condition()
@@ -71,13 +85,18 @@ class WebhookSink:
         self._thread = threading.Thread(target=self._run, name="maskwatch-webhook", daemon=True)
         self._thread.start()
 
-    def send(self, event: dict[str, Any]) -> None:
-        """Queue ``event``; never blocks on the network."""
+    def send(self, event: dict[str, Any]) -> bool:
+        """Queue ``event``; never blocks on the network. False (and counted as dropped) after ``close()``."""
         with self._cond:
+            if self._closing:
+                self.dropped += 1
+                log.warning("webhook: a %s event sent after close() is dropped", event.get("type", "?"))
+                return False
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1  # deque(maxlen) pushes the oldest out on append
             self._queue.append(event)
             self._cond.notify()
+        return True
 
     def close(self, timeout: float = 10.0) -> bool:
         """Deliver what is queued for up to ``timeout`` seconds, then stop; True if nothing was left."""
@@ -88,6 +107,8 @@ class WebhookSink:
             left = len(self._queue) + self._busy
             self._closing = True
             self._cond.notify_all()
+        # Bounded: a request in flight ends within its own timeout, but close() must not hang on it.
+        self._thread.join(max(0.0, deadline - time.monotonic()) + self.timeout)
         if left:
             log.warning("webhook: %d event(s) not delivered before shutdown", left)
         return left == 0
@@ -103,6 +124,9 @@ class WebhookSink:
                 self._busy = True
             try:
                 self._deliver(event)
+            except Exception:  # noqa: BLE001 - one bad delivery must never end the sender thread
+                self.failed += 1
+                log.exception("webhook: unexpected error delivering a %s event", event.get("type", "?"))
             finally:
                 with self._cond:
                     self._busy = False
@@ -141,6 +165,10 @@ class WebhookSink:
             return f"{'' if retry else 'final: '}HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
             return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        except http.client.HTTPException as exc:  # BadStatusLine, IncompleteRead, LineTooLong...
+            return f"{type(exc).__name__}: {exc!r}"[:300]
+        except ValueError as exc:  # InvalidURL and the like: sending again cannot help
+            return f"final: {type(exc).__name__}: {exc}"
 
     def _sleep(self, seconds: float) -> bool:
         """Wait between retries; True if the sink is closing and should stop retrying."""

@@ -38,6 +38,12 @@ class VideoFileWriter:
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
 
+    def open(self, size: tuple[int, int]) -> None:
+        """Open the file for frames of ``size`` (width, height) now, so that a folder or codec that cannot
+        be written fails at start rather than at the first frame; OutputError if it cannot."""
+        if self._writer is None:
+            self._open_size(size)
+
     def write(self, image: np.ndarray) -> None:
         if self._writer is None:
             self._open(image)
@@ -48,10 +54,18 @@ class VideoFileWriter:
         self.frames += 1
 
     def _open(self, image: np.ndarray) -> None:
-        self._size = (image.shape[1], image.shape[0])
-        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self._size)
-        if not self._writer.isOpened():
-            raise OutputError(f"cannot write video to {self.path}")
+        self._open_size((image.shape[1], image.shape[0]))
+
+    def _open_size(self, size: tuple[int, int]) -> None:
+        try:
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
+        except cv2.error as exc:
+            raise OutputError(f"cannot write video to {self.path}: {exc}") from None
+        if not writer.isOpened():
+            writer.release()
+            raise OutputError(f"cannot write video to {self.path} (folder not writable, or no {self.fourcc} "
+                              "encoder in this OpenCV build)")
+        self._writer, self._size = writer, size
 
     def close(self) -> None:
         if self._writer is not None:

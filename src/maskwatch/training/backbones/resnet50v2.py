@@ -143,6 +143,6 @@ SPEC = BackboneSpec(
 
 
 @register_backbone(SPEC)
-def _create(pretrained: bool, input_size: int) -> nn.Module:
+def _create(pretrained: bool, input_size: int, weights_path: str | None = None) -> nn.Module:
     # Fully convolutional: any input size works, the pooled features stay 2048 wide.
-    return resnet50v2(pretrained)
+    return resnet50v2(pretrained, weights_path)

@@ -231,17 +231,21 @@ function setUpPhotos() {
 
 // ---------- live camera ----------
 
-const live = { stream: null, timer: null, session: 0, masked: 0, faces: 0 };
+// starting: a start is waiting for the permission prompt or the video; session: bumped by every start and
+// stop, so that a start finishing after a stop (or a second start) gives its stream back instead of keeping it.
+const live = { stream: null, starting: false, timer: null, session: 0, masked: 0, faces: 0 };
+
+const cameraActive = () => Boolean(live.stream) || live.starting;
 
 function setUpLive() {
-  $("camera-toggle").addEventListener("click", () => (live.stream ? stopCamera() : startCamera()));
+  $("camera-toggle").addEventListener("click", () => (cameraActive() ? stopCamera() : startCamera()));
   $("reset-counter").addEventListener("click", resetCounter);
   $("mirror").addEventListener("change", () => {
     $("stage").classList.toggle("mirrored", $("mirror").checked);
   });
   $("stage").classList.toggle("mirrored", $("mirror").checked);
   document.addEventListener("visibilitychange", () => {
-    if (document.hidden && live.stream) stopCamera("Camera stopped while the page was hidden.");
+    if (document.hidden && cameraActive()) stopCamera("Camera stopped while the page was hidden.");
   });
 }
 
@@ -250,32 +254,60 @@ async function startCamera() {
     setStatus("live-status", "This browser gives no camera here: the page needs https or localhost.", true);
     return;
   }
+  if (cameraActive()) return; // a double click, or a start while the permission prompt is open
+  live.starting = true;
+  live.session += 1; // answers to frames of an earlier session are dropped
+  const session = live.session;
+  const release = (stream) => stream.getTracks().forEach((track) => track.stop());
+  let stream;
   try {
-    live.stream = await navigator.mediaDevices.getUserMedia({
+    stream = await navigator.mediaDevices.getUserMedia({
       video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: "user" },
       audio: false,
     });
   } catch (error) {
-    setStatus("live-status", `No camera: ${error.message || error.name}`, true);
+    if (session === live.session) {
+      live.starting = false;
+      setStatus("live-status", `No camera: ${error.message || error.name}`, true);
+    }
     return;
   }
+  if (session !== live.session) {
+    release(stream); // stopped (tab switch, hidden page, Stop) while the prompt was open
+    return;
+  }
+  live.stream = stream;
   const video = $("video");
-  video.srcObject = live.stream;
-  await video.play();
+  video.srcObject = stream;
+  try {
+    await video.play();
+  } catch (error) {
+    if (session === live.session) {
+      stopCamera(`The camera video could not play: ${error.message || error.name}`);
+    } else {
+      release(stream);
+    }
+    return;
+  }
+  if (session !== live.session) {
+    release(stream); // stopCamera ran during play() and already stopped it; this is harmless
+    return;
+  }
+  live.starting = false;
   // The stage takes the camera's shape, so the overlay, stretched over the stage, lines up with the video.
   $("stage").style.aspectRatio = `${video.videoWidth || 4} / ${video.videoHeight || 3}`;
-  live.session += 1; // answers to frames of an earlier session are dropped
   $("stage").classList.add("on");
   $("camera-toggle").textContent = "Stop camera";
   $("camera-toggle").setAttribute("aria-pressed", "true");
   setStatus("live-status", "Camera on: analysing frames.");
-  scheduleFrame(live.session, 0);
+  scheduleFrame(session, 0);
 }
 
 function stopCamera(message = "Camera off.") {
   clearTimeout(live.timer);
   if (live.stream) live.stream.getTracks().forEach((track) => track.stop());
   live.stream = null;
+  live.starting = false; // a start still waiting sees the new session and gives its stream back
   live.session += 1;
   $("video").srcObject = null;
   $("stage").classList.remove("on");
@@ -366,7 +398,7 @@ function setUpTabs() {
       other.tabIndex = selected ? 0 : -1;
       $(other.getAttribute("aria-controls")).hidden = !selected;
     }
-    if (tab.id !== "tab-live" && live.stream) stopCamera();
+    if (tab.id !== "tab-live" && cameraActive()) stopCamera();
   };
   tabs.forEach((tab, index) => {
     tab.addEventListener("click", () => select(tab));
