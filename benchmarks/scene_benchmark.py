@@ -65,6 +65,7 @@ def main() -> int:
     parser.add_argument("--min-long-side", type=int, help="detector: enlarge smaller images to this long side")
     parser.add_argument("--extra-scale", type=float, action="append", default=None,
                         help="detector: add a pass at this multiple of the base scale (repeatable)")
+    parser.add_argument("--one-pass", action="store_true", help="detector: no extra passes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2, help="times each test face is pasted (other sizes)")
     parser.add_argument("--scenes-out", help="write the first scenes, drawn, here (for a look; not to commit)")
@@ -78,6 +79,8 @@ def main() -> int:
         detector.faces.min_long_side = args.min_long_side
     if args.extra_scale is not None:
         detector.faces.extra_scales = tuple(args.extra_scale)
+    if args.one_pass:
+        detector.faces.extra_scales = ()
     samples, _ = scan_dataset(args.data_dir)
     single_pass = YuNetDetector(args.face_model, extra_scales=())  # as training cuts its crops
     cache = FaceCropCache(cache_dir() / "train", single_pass, 0.2, DEFAULT_SCORE_THRESHOLD)

@@ -79,12 +79,17 @@ def main() -> int:
     batch8 = timed(lambda: classifier.mask_probability(crops), args.repeats)
     print(f"classifier, 1 face (batch 1) | {batch1:.2f}")
     print(f"classifier, per face in a batch of 8 | {batch8 / 8:.2f}")
-    for n, frame in frames.items():
-        found = len(detector.detect_array(frame))
-        detect_only = timed(lambda frame=frame: detector.faces.detect(frame), args.repeats)
-        whole = timed(lambda frame=frame: detector.detect_array(frame), args.repeats)
-        print(f"640x480 frame, {n} face(s) pasted ({found} found): YuNet only | {detect_only:.1f}")
-        print(f"640x480 frame, {n} face(s) pasted ({found} found): whole pipeline | {whole:.1f}")
+    photo_scales = detector.faces.extra_scales
+    for passes, scales in (("3 passes (photo default)", photo_scales), ("1 pass (--extra-scales '', video)", ())):
+        detector.faces.extra_scales = scales
+        for n, frame in frames.items():
+            found = len(detector.detect_array(frame))
+            detect_only = timed(lambda frame=frame: detector.faces.detect(frame), args.repeats)
+            whole = timed(lambda frame=frame: detector.detect_array(frame), args.repeats)
+            label = f"640x480 frame, {n} face(s) pasted ({found} found), {passes}"
+            print(f"{label}: YuNet only | {detect_only:.1f}")
+            print(f"{label}: whole pipeline | {whole:.1f}")
+    detector.faces.extra_scales = photo_scales
     return 0
 
 
