@@ -5,12 +5,43 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from maskwatch.faces import detector_names
 from maskwatch.images import DEFAULT_MAX_PIXELS
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (``inf`` and ``nan`` are refused)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

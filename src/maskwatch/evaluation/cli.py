@@ -7,12 +7,13 @@ import contextlib
 import sys
 from pathlib import Path
 
+from maskwatch.cli import add_model_options, non_negative_float
+
 # Exit codes: 0 done, 2 nothing could be evaluated (bad folder, model, labels or options).
 EXIT_OK, EXIT_UNUSABLE = 0, 2
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
-    from maskwatch.cli import add_model_options
 
     evaluate = sub.add_parser(
         "evaluate", help="measure a model: a training run's test split, face photos, or annotated scenes",
@@ -36,17 +37,12 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     sets.add_argument("--map-label", action="append", default=[], metavar="NAME=LABEL",
                       help="count annotated class (or folder) NAME as LABEL, or NAME=ignore (repeatable); "
                            "default: mask_weared_incorrect=without_mask")
-    sets.add_argument("--min-face", type=_non_negative, default=0.0, metavar="PX",
+    sets.add_argument("--min-face", type=non_negative_float, default=0.0, metavar="PX",
                       help="--scenes: ignore annotated faces less than PX high (neither missed nor false)")
     add_model_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

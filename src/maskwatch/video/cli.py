@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from maskwatch.cli import add_model_options, non_negative_float, non_negative_int, positive_float, positive_int
+
 # Exit codes: 0 the source ended, 1 a live source was lost for good or failed while reading, or an output
 # (--json, --events, --out) failed while writing (disk full, broken pipe), 2 nothing could start
 # (bad source, option, model or output), 130 stopped by Ctrl-C or SIGTERM.
@@ -21,7 +23,6 @@ log = logging.getLogger("maskwatch.video")
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
-    from maskwatch.cli import add_model_options
 
     watch = sub.add_parser(
         "watch", help="detect faces and masks in a video, webcam or stream",
@@ -39,56 +40,36 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--webhook", metavar="URL", help="also POST each event as JSON to this http(s) URL")
     out.add_argument("--quiet", action="store_true", help="log only warnings and errors")
     track = watch.add_argument_group("tracking")
-    track.add_argument("--detect-every", type=_positive_int, default=1, metavar="N",
+    track.add_argument("--detect-every", type=positive_int, default=1, metavar="N",
                        help="run the models on every Nth frame and track faces in between (default 1)")
-    track.add_argument("--detect-size", type=_positive_int, metavar="PX",
+    track.add_argument("--detect-size", type=positive_int, metavar="PX",
                        help="scale frames to this long side for face detection: smaller is faster but misses "
                             "small faces (default: enlarge to 640, shrink to 1280)")
-    track.add_argument("--alert-after", type=_non_negative, default=10.0, metavar="SECONDS",
+    track.add_argument("--alert-after", type=non_negative_float, default=10.0, metavar="SECONDS",
                        help="alert when a person stays without a mask this long (default 10)")
-    track.add_argument("--window", type=_positive_float, default=60.0, metavar="SECONDS",
+    track.add_argument("--window", type=positive_float, default=60.0, metavar="SECONDS",
                        help="compliance rate over the people seen in this many seconds (default 60)")
     src = watch.add_argument_group("source")
     src.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                      help="treat the source as live (drop stale frames, reconnect) or as a file; "
                           "default: URLs and webcams are live, files are not")
     src.add_argument("--loop", action="store_true", help="replay a file from the start when it ends")
-    src.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+    src.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS",
                      help="network open and read timeout (default 10)")
-    src.add_argument("--reconnect-delay", type=_positive_float, default=1.0, metavar="SECONDS",
+    src.add_argument("--reconnect-delay", type=positive_float, default=1.0, metavar="SECONDS",
                      help="first wait before reconnecting a lost stream; doubles up to 30 s (default 1)")
-    src.add_argument("--reconnect-attempts", type=_non_negative_int, default=0, metavar="N",
+    src.add_argument("--reconnect-attempts", type=non_negative_int, default=0, metavar="N",
                      help="give up on a lost stream after N attempts (default 0: never)")
     add_model_options(watch)
     watch.set_defaults(func=cmd_watch)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
 
 
 def build_video_detector(args: argparse.Namespace) -> Any:  # -> MaskDetector
