@@ -28,6 +28,7 @@ import numpy as np
 from maskwatch.pipeline import MaskDetector
 from maskwatch.synthetic import iou
 from maskwatch.video.analyzer import VideoAnalyzer
+from maskwatch.video.cli import CLASSIFY_EVERY
 from maskwatch.video.models import video_detector
 from maskwatch.video.runner import StreamWatcher, WatchOutputs
 from maskwatch.video.source import SourceSpec, VideoSource
@@ -134,7 +135,8 @@ def run(video: Path, detector: MaskDetector, detect_every: int, out: Path | None
     outputs = WatchOutputs(json=sink)
     if out is not None:
         outputs.video = VideoFileWriter(out, source.fps)
-    watcher = StreamWatcher(VideoAnalyzer(detector, detect_every=detect_every), outputs, alert_after=5.0,
+    analyzer = VideoAnalyzer(detector, detect_every=detect_every, classify_every=CLASSIFY_EVERY)
+    watcher = StreamWatcher(analyzer, outputs, alert_after=5.0,
                             pipelined=pipelined)
     try:
         summary = watcher.run(source, stop or threading.Event())

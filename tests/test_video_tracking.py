@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
@@ -123,3 +126,28 @@ def test_unconfirmed_bare_face_does_not_alert() -> None:
     alerts = NoMaskAlerts(alert_after=0.5)
     events = [e for step in range(20) for e in alerts.update(frame(step / 10, [face(1, WITHOUT_MASK, False)]))]
     assert events == []
+
+
+def test_classify_every_reuses_a_tracks_label_between_refreshes(yunet_path: Path) -> None:
+    from conftest import BARE_JPG
+
+    from maskwatch.images import load_image
+    from maskwatch.video.analyzer import VideoAnalyzer
+    from maskwatch.video.models import video_detector
+
+    detector = video_detector(face_model=yunet_path)
+    seen: list[int] = []
+    classify = detector.classify
+
+    def counting(image: np.ndarray, faces: list) -> list:
+        seen.append(len(faces))
+        return classify(image, faces)
+
+    detector.classify = counting  # type: ignore[method-assign]
+    frame = cv2.resize(load_image(BARE_JPG), (640, 480))
+    analyzer = VideoAnalyzer(detector, classify_every=3)
+    results = [analyzer.process(i, i / 30, frame) for i in range(7)]
+    assert all(len(r.faces) == 1 for r in results)
+    assert sum(seen) == 3  # frames 0, 3 and 6: a new track at once, then every third detection
+    assert {r.faces[0].track_id for r in results} == {results[0].faces[0].track_id}
+    assert all(r.faces[0].smoothed_label == "without_mask" for r in results)

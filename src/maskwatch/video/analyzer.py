@@ -65,6 +65,7 @@ class _TrackState:
     smoother: LabelSmoother
     last: FaceResult  # the latest classified detection of this track
     round: int  # detection round in which the track was last matched
+    classified: int = 0  # detection round in which the classifier last saw this track
 
 
 class VideoAnalyzer:
@@ -82,11 +83,13 @@ class VideoAnalyzer:
         tracker: IoUTracker | None = None,
         smoothing_alpha: float = 0.3,
         smoothing_margin: float = 0.15,
+        classify_every: int = 1,
     ) -> None:
-        if detect_every < 1:
-            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        if detect_every < 1 or classify_every < 1:
+            raise ValueError(f"detect_every and classify_every must be >= 1, got {detect_every}, {classify_every}")
         self.detector = detector
         self.detect_every = detect_every
+        self.classify_every = classify_every
         self.tracker = tracker if tracker is not None else IoUTracker()
         self.smoothing_alpha = smoothing_alpha
         self.smoothing_margin = smoothing_margin
@@ -120,21 +123,39 @@ class VideoAnalyzer:
 
     def _classify(self, image: np.ndarray, found: list[Face]) -> tuple[list[TrackedFace], list[int]]:
         self._round += 1
-        results = self.detector.classify(image, found)
-        update = self.tracker.update([r.box for r in results])
+        update = self.tracker.update([face.box for face in found])
         ended = [track.track_id for track in update.ended]
         for track_id in ended:
             self._states.pop(track_id, None)
+        # The classifier sees new tracks, uncertain ones, and each known track every ``classify_every``
+        # rounds; in between a track keeps its last probability on its new box. That halves the cost of
+        # a frame with several faces, while detection and tracking still run on every frame.
+        due = [i for i, track in enumerate(update.tracks) if self._needs_classifier(track.track_id)]
+        fresh = dict(zip(due, self.detector.classify(image, [found[i] for i in due]), strict=True))
         faces = []
-        for result, track in zip(results, update.tracks, strict=True):
+        for i, (face, track) in enumerate(zip(found, update.tracks, strict=True)):
             state = self._states.get(track.track_id)
+            result = fresh.get(i)
+            if result is None and state is not None:
+                result = replace(state.last, box=face.box, score=face.score, landmarks=face.landmarks)
+            assert result is not None  # new tracks are always due
             if state is None:
                 smoother = LabelSmoother(self.detector.mask_threshold, self.smoothing_alpha, self.smoothing_margin)
                 state = self._states[track.track_id] = _TrackState(smoother, result, self._round)
             state.last, state.round = result, self._round
-            label = state.smoother.update(result.mask_probability)
+            label = state.smoother.label or result.label
+            if i in fresh:
+                state.classified = self._round
+                label = state.smoother.update(result.mask_probability)
             faces.append(self._tracked(result, track.track_id, track.confirmed, False, state, label))
         return faces, ended
+
+    def _needs_classifier(self, track_id: int) -> bool:
+        state = self._states.get(track_id)
+        if state is None or self._round - state.classified >= self.classify_every:
+            return True
+        probability = state.smoother.probability
+        return probability is None or abs(probability - self.detector.mask_threshold) < 0.35
 
     def _coast(self) -> list[TrackedFace]:
         """Faces of the last detection round, moved to where the tracker predicts them."""
