@@ -119,8 +119,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from maskwatch.model_files import ModelFileError
-    from maskwatch.training.train import TrainConfig, train
-    from maskwatch.training.tune import tune
+
+    try:
+        from maskwatch.training.train import TrainConfig, train
+        from maskwatch.training.tune import tune
+    except ImportError as exc:
+        print(f"maskwatch: training needs the train extra (pip install -e '.[train]'): {exc}", file=sys.stderr)
+        return 2
 
     if args.preset == "paper":
         # The paper: Keras ResNet50V2 (ImageNet, frozen) at 224 px, Flatten -> Dense(1024) -> Dropout -> Dense(2).
