@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import functools
+import http.server
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,3 +55,17 @@ def detector(yunet_path: Path):
     from maskwatch import MaskDetector
 
     return MaskDetector(face_model=yunet_path)
+
+
+@contextmanager
+def serve_directory(folder: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving ``folder``: stands in for model download sites in tests."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

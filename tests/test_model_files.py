@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import serve_directory
 
 from maskwatch.faces.yunet import YUNET, YuNetDetector
 from maskwatch.model_files import ModelFileError, resolve, sha256_of
@@ -22,15 +20,8 @@ def model_server(tmp_path: Path, yunet_path: Path) -> Iterator[str]:
     data = bytearray(yunet_path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     (tmp_path / "bad.onnx").write_bytes(bytes(data))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture()

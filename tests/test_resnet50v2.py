@@ -8,17 +8,14 @@ against a server on 127.0.0.1.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BARE_JPG, MASKED_JPG
+from conftest import BARE_JPG, MASKED_JPG, serve_directory
 
 torch = pytest.importorskip("torch", reason="ResNet50V2 tests need the train extra")
 
@@ -272,30 +269,24 @@ def weights_server(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
     data = os.urandom(4096)
     (served / "good.h5").write_bytes(data)
     (served / "bad.h5").write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", data
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(served) as url:
+        yield url, data
 
 
 @pytest.fixture()
-def empty_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def empty_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, weights_server: tuple[str, bytes]) -> Path:
+    """No local weights, an empty cache, and the served test file pinned as if it were Keras' own."""
     cache = tmp_path / "cache"
     monkeypatch.delenv(keras_weights.RESNET50V2_ENV, raising=False)
     monkeypatch.setenv("MASKWATCH_CACHE", str(cache))
+    pinned = dataclasses.replace(keras_weights.RESNET50V2, sha256=hashlib.md5(weights_server[1]).hexdigest())
+    monkeypatch.setattr(keras_weights, "RESNET50V2", pinned)
     return cache
 
 
 def test_download_is_md5_verified_and_cached(weights_server: tuple[str, bytes], empty_cache: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     url, data = weights_server
-    pinned = dataclasses.replace(keras_weights.RESNET50V2, sha256=hashlib.md5(data).hexdigest())
-    monkeypatch.setattr(keras_weights, "RESNET50V2", pinned)
     monkeypatch.setenv(keras_weights.RESNET50V2_URL_ENV, f"{url}/good.h5")
     path = resolve_resnet50v2_weights()
     assert path == empty_cache / keras_weights.RESNET50V2_FILE and path.read_bytes() == data
@@ -311,8 +302,6 @@ def test_download_is_md5_verified_and_cached(weights_server: tuple[str, bytes], 
 def test_download_with_wrong_md5_is_refused(weights_server: tuple[str, bytes], empty_cache: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     url, data = weights_server
-    pinned = dataclasses.replace(keras_weights.RESNET50V2, sha256=hashlib.md5(data).hexdigest())
-    monkeypatch.setattr(keras_weights, "RESNET50V2", pinned)
     monkeypatch.setenv(keras_weights.RESNET50V2_URL_ENV, f"{url}/bad.h5")
     with pytest.raises(ModelFileError, match="md5") as info:
         resolve_resnet50v2_weights()
