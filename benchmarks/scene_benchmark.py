@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 
 from maskwatch import MaskDetector
+from maskwatch.classifier.onnx_classifier import MASK_LABEL
+from maskwatch.evaluation.appearance import APPEARANCES, mask_appearance
 from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD, YuNetDetector
 from maskwatch.images import load_image
 from maskwatch.model_files import cache_dir
@@ -98,12 +100,17 @@ def main() -> int:
     jobs = [jobs[i] for i in order]
     found: dict[tuple[str, int], list[int]] = defaultdict(list)  # (class, size) -> 1/0 per face
     correct: dict[tuple[str, int], list[int]] = defaultdict(list)
+    # Masked faces again, keyed by how the mask looks (dark / patterned / plain): users report black and
+    # patterned masks missed.
+    look = {s.sha256: mask_appearance(cache.load(s.sha256)) for s in test if s.label == MASK_LABEL}
+    found_look: dict[tuple[str, int], list[int]] = defaultdict(list)
+    correct_look: dict[tuple[str, int], list[int]] = defaultdict(list)
     false_faces = 0
     scenes = 0
     started = time.perf_counter()
     for start in range(0, len(jobs), FACES_PER_SCENE):
         scene = backgrounds[scenes % len(backgrounds)].copy()
-        truth: list[tuple[np.ndarray, str, int]] = []
+        truth: list[tuple[np.ndarray, str, int, str]] = []
         for sample, size in jobs[start:start + FACES_PER_SCENE]:
             patch, alpha, face_box = face_patch(load_image(sample.path), records[sample.sha256].used_box, size)
             h, w = patch.shape[:2]
@@ -112,19 +119,24 @@ def main() -> int:
                 continue
             x, y = spot
             paste(scene, patch, alpha, x, y)
-            truth.append((face_box + np.array([x, y, x, y], np.float32), sample.label, size))
+            truth.append((face_box + np.array([x, y, x, y], np.float32), sample.label, size,
+                          look.get(sample.sha256, "")))
         results = detector.detect_array(scene)
         matched: set[int] = set()
-        for box, label, size in truth:
+        for box, label, size, appearance in truth:
             best, best_iou = None, 0.5
             for i, face in enumerate(results):
                 overlap = iou(box, np.array(face.box))
                 if i not in matched and overlap >= best_iou:
                     best, best_iou = i, overlap
             found[(label, size)].append(best is not None)
+            if appearance:
+                found_look[(appearance, size)].append(best is not None)
             if best is not None:
                 matched.add(best)
                 correct[(label, size)].append(results[best].label == label)
+                if appearance:
+                    correct_look[(appearance, size)].append(results[best].label == label)
         false_faces += len(results) - len(matched)
         if args.scenes_out and scenes < 6:
             from maskwatch.outputs import draw_results
@@ -132,33 +144,41 @@ def main() -> int:
             out = Path(args.scenes_out)
             out.mkdir(parents=True, exist_ok=True)
             drawn = draw_results(scene, results)
-            for box, _, _ in truth:
+            for box, *_ in truth:
                 cv2.rectangle(drawn, tuple(int(v) for v in box[:2]), tuple(int(v) for v in box[2:]), (255, 200, 0), 1)
             cv2.imwrite(str(out / f"scene_{scenes:02d}.png"), drawn)
         scenes += 1
     elapsed = time.perf_counter() - started
 
-    labels = sorted({label for label, _ in found})
-    table = {}
     print(f"{scenes} scenes of {SCENE[0]}x{SCENE[1]}, {len(jobs)} pasted test faces, "
           f"{false_faces} false faces, {1000 * elapsed / scenes:.0f} ms per scene")
-    print("face px | " + " | ".join(f"{lab} recall | {lab} label acc" for lab in labels))
-    print("|".join(["---"] * (1 + 2 * len(labels))))
+    table = print_table(sorted({label for label, _ in found}), found, correct)
+    print(f"\n{MASK_LABEL} faces by mask appearance (maskwatch.evaluation.appearance)")
+    by_look = print_table(list(APPEARANCES), found_look, correct_look)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"scenes": scenes, "false_faces": false_faces, "table": table,
+                                               "masked_by_appearance": by_look}, indent=2))
+    return 0
+
+
+def print_table(groups: list[str], found: dict[tuple[str, int], list[int]],
+                correct: dict[tuple[str, int], list[int]]) -> dict[str, dict]:
+    """Recall and label accuracy of each group (class, or mask appearance) by face-size bucket, as Markdown."""
+    print("face px | " + " | ".join(f"{group} recall | {group} label acc" for group in groups))
+    print("|".join(["---"] * (1 + 2 * len(groups))))
     rows = [(f"{lo}-{hi - 1}", lambda s, lo=lo, hi=hi: lo <= s < hi) for lo, hi in BUCKETS]
     rows.append((">=24", lambda s: s >= 24))
+    table = {}
     for name, keep in rows:
         cells = []
-        for lab in labels:
-            f = [v for (la, s), vs in found.items() if la == lab and keep(s) for v in vs]
-            c = [v for (la, s), vs in correct.items() if la == lab and keep(s) for v in vs]
-            table[f"{name}/{lab}"] = {"faces": len(f), "recall": float(np.mean(f)) if f else None,
-                                      "label_accuracy": float(np.mean(c)) if c else None}
+        for group in groups:
+            f = [v for (g, s), vs in found.items() if g == group and keep(s) for v in vs]
+            c = [v for (g, s), vs in correct.items() if g == group and keep(s) for v in vs]
+            table[f"{name}/{group}"] = {"faces": len(f), "recall": float(np.mean(f)) if f else None,
+                                        "label_accuracy": float(np.mean(c)) if c else None}
             cells += [f"{np.mean(f):.3f} (n={len(f)})" if f else "-", f"{np.mean(c):.3f}" if c else "-"]
         print(f"{name} | " + " | ".join(cells))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"scenes": scenes, "false_faces": false_faces, "table": table},
-                                              indent=2))
-    return 0
+    return table
 
 
 if __name__ == "__main__":

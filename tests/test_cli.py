@@ -80,3 +80,15 @@ def test_model_options(tmp_path: Path, yunet_path: Path) -> None:
     assert missing.returncode == 2 and "not found" in missing.stderr
     bad_face_model = run_cli("detect", str(MASKED_JPG), "--face-model", str(tmp_path / "none.onnx"))
     assert bad_face_model.returncode == 2 and "does not exist" in bad_face_model.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--unfreeze", "top"], "number of top blocks or 'all'"),
+    (["--unfreeze", "0,2"], "train takes one --unfreeze value"),
+    (["--painted-views", "-1"], "must not be negative"),
+])
+def test_train_refuses_bad_fine_tuning_options(tmp_path: Path, args: list[str], message: str) -> None:
+    pytest.importorskip("torch", reason="training needs the train extra")
+    result = run_cli("train", str(tmp_path), "--out", str(tmp_path / "run"), *args)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before any work

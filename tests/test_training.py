@@ -26,16 +26,23 @@ from maskwatch.training.tune import tune  # noqa: E402
 def small_run(tmp_path_factory: pytest.TempPathFactory, yunet_path: Path) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(data_dir=str(DATASET), out_dir=str(out), face_model=str(yunet_path), limit=15,
-                         views=2, max_epochs=15, patience=5, cache_dir=str(out / "cache"))
-    return out, tune(config, trials=2)  # tune = prepare, two heads, finish: the whole train path and more
+                         views=2, max_epochs=15, patience=5, cache_dir=str(out / "cache"), unfreeze="0,1",
+                         finetune_epochs=1, painted_views=1)
+    # tune = prepare, two heads, a fine-tuning of the top block against the frozen model, finish:
+    # the whole train path and more.
+    return out, tune(config, trials=2)
 
 
 def test_training_writes_model_split_and_report(small_run: tuple[Path, dict]) -> None:
     out, report = small_run
     for name in ("mask_classifier.onnx", "split.csv", "report.json", "history.csv", "tune.csv", "tune.md",
-                 "evaluation.md"):
+                 "tune_unfreeze.md", "tune_unfreeze.csv", "evaluation.md"):
         assert (out / name).is_file(), name
     assert len(report["tune"]["trials"]) == 2
+    assert [row["unfreeze"] for row in report["unfreeze"]["rows"]] == ["0", "1"]
+    assert report["unfreeze"]["chosen"] in ("0", "1")
+    assert report["config"]["unfreeze"] == report["unfreeze"]["chosen"]
+    assert 0 <= report["test_bare_with_painted_mask_accuracy"] <= 1
     assert report["counts"]["near_duplicate_bits"] == 4
     assert report["test_bare_with_hand_accuracy"] is None or 0 <= report["test_bare_with_hand_accuracy"] <= 1
     assert report["counts"]["images"] == 30
@@ -114,3 +121,50 @@ def test_paper_preset_trains_and_exports_with_keras_layout_weights(tmp_path: Pat
     probabilities = classifier.probabilities([crop])
     assert probabilities.shape == (1, 2) and ((probabilities > 0) & (probabilities < 1)).all()
     assert report["test"]["n"] == report["counts"]["test_images"]
+
+
+def test_finetune_changes_only_the_unfrozen_blocks(tmp_path: Path, yunet_path: Path) -> None:
+    """One phase-2 epoch: the top blocks learn; the rest of the backbone and every batch-norm statistic stay."""
+    from maskwatch.training.backbones import backbone_spec, create_backbone
+    from maskwatch.training.finetune import set_trainable, train_epoch
+    from maskwatch.training.model import build_head
+    from maskwatch.training.train import make_loss, prepare
+
+    config = TrainConfig(data_dir=str(DATASET), out_dir=str(tmp_path / "run"), face_model=str(yunet_path), limit=4,
+                         views=1, cache_dir=str(tmp_path / "cache"))
+    prep = prepare(config)
+    module = create_backbone("efficientnet_lite0", input_size=128)
+    before = {name: value.clone() for name, value in module.state_dict().items()}
+    trainable = set_trainable(module, "2")
+    top = {id(p) for block in module.blocks()[-2:] for p in block.parameters()}
+    assert trainable == sum(p.numel() for p in module.parameters() if id(p) in top) > 0
+    head = build_head("gap", 1280, 8, 0.0)
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.5)
+    names, y = prep.items("train", ["v100"])
+    train_epoch(module, head, optimizer, make_loss("softmax", 2), names, y, prep, backbone_spec(config.backbone), 0)
+    parameters = dict(module.named_parameters())
+    for name, value in module.state_dict().items():
+        changed = not torch.equal(before[name], value)
+        learns = name in parameters and id(parameters[name]) in top
+        assert changed == learns, name
+
+
+def test_train_with_finetuning_exports_what_it_scored(tmp_path: Path, yunet_path: Path) -> None:
+    from maskwatch.training.train import train
+
+    config = TrainConfig(data_dir=str(DATASET), out_dir=str(tmp_path / "run"), face_model=str(yunet_path), limit=6,
+                         views=1, max_epochs=3, patience=1, cache_dir=str(tmp_path / "cache"), unfreeze="all",
+                         finetune_epochs=1, finetune_lr=1e-3)
+    report = train(config)
+    summary = report["finetune"]
+    assert summary["unfreeze"] == "all" and summary["epochs"] == 1 and summary["trainable_parameters"] > 3_000_000
+    with open(tmp_path / "run" / "history.csv", newline="") as handle:
+        phases = [row["phase"] for row in csv.DictReader(handle)]
+    assert phases[-1] == "2" and phases[0] == "1"
+    metadata = MaskClassifier(tmp_path / "run" / "mask_classifier.onnx").metadata
+    assert "fine-tuned on mask data (whole backbone)" in metadata["backbone_weights"]
+    # The evaluation re-scores the exported file with onnxruntime: it agrees with the fine-tuned network's scores.
+    evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert evaluation["test"]["accuracy"] == report["test"]["accuracy"]
+    assert [evaluation["test_by_face_px"][px]["accuracy"] for px in ("16", "48")] == [
+        report["test_by_face_px"][px]["accuracy"] for px in ("16", "48")]

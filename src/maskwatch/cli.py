@@ -44,6 +44,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def unfreeze_option(text: str) -> str:
+    """argparse type: "0", a number of top blocks, "all", or a comma list of them (for tune)."""
+    from maskwatch.training.finetune import parse_unfreeze
+
+    try:
+        return ",".join(parse_unfreeze(part) for part in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options every command that runs the models shares (detect, watch, serve)."""
     group = parser.add_argument_group("models")
@@ -137,8 +147,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, views=args.views, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
         weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
         cache_dir=args.cache, limit=args.limit, near_duplicates=args.near_duplicates, occlusion=args.occlusion,
-        head=args.head, backbone_weights=args.backbone_weights,
+        painted_views=args.painted_views, head=args.head, backbone_weights=args.backbone_weights,
+        unfreeze=args.unfreeze, finetune_lr=args.finetune_lr, finetune_epochs=args.finetune_epochs,
     )
+    if args.command == "train" and "," in args.unfreeze:
+        print("maskwatch: train takes one --unfreeze value; tune takes a list", file=sys.stderr)
+        return 2
     try:
         report = tune(config, trials=args.trials, seed=args.seed) if args.command == "tune" else train(config)
     except (ValueError, ImportError, ModelFileError) as exc:  # unknown backbone, missing weights package or file
@@ -171,6 +185,9 @@ def make_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="search the head's hyperparameters on the validation split, then train")
     add_train_options(tune)
     tune.add_argument("--trials", type=int, default=12, help="trials to run (default 12)")
+    # tune also chooses how deep to fine-tune (train keeps the paper's frozen backbone unless told otherwise):
+    # it is the slow, thorough command.
+    tune.set_defaults(unfreeze="0,2,all")
     tune.set_defaults(func=cmd_train)
 
     # Commands that live beside their subsystem; each module has add_command(subparsers) and imports
@@ -207,6 +224,15 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
                        help="group only byte-identical files, not near-duplicate crops, into one split")
     train.add_argument("--no-occlusion", dest="occlusion", action="store_false",
                        help="no hands over bare mouths as hard negatives")
+    train.add_argument("--unfreeze", default="0", type=unfreeze_option, metavar="N|all",
+                       help="phase 2: fine-tune the top N blocks of the backbone (or all) with the head, end to end; "
+                            "0 keeps it frozen as the paper did (train's default). tune takes a list and chooses "
+                            "on validation loss (tune's default: 0,2,all)")
+    train.add_argument("--finetune-lr", type=positive_float, default=1e-5, help="phase 2 learning rate (default 1e-5)")
+    train.add_argument("--finetune-epochs", type=positive_int, default=8, help="phase 2 epochs at most")
+    train.add_argument("--painted-views", type=non_negative_int, default=0, metavar="N",
+                       help="views of each bare training face with a painted black, coloured or patterned mask, "
+                            "labelled with_mask (default 0: measured, they did not help on real masks)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

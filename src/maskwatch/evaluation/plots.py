@@ -87,6 +87,10 @@ def training_curves(history: list[dict[str, float]], path: Path) -> Path:
     loss_ax.plot(epochs, [row["val_loss"] for row in history], label="validation")
     best = int(epochs[int(np.argmin([row["val_loss"] for row in history]))])
     loss_ax.axvline(best, color="grey", linestyle=":", label=f"best epoch {best}")
+    finetuned = [row["epoch"] for row in history if row.get("phase") == 2]
+    if finetuned:  # phase 2 trains the backbone too: mark where it starts
+        for ax in (loss_ax, acc_ax):
+            ax.axvline(finetuned[0] - 0.5, color="tab:red", linestyle="--", label="fine-tuning starts")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("cross-entropy")
     loss_ax.legend()

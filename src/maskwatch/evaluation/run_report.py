@@ -19,6 +19,7 @@ import numpy as np
 
 from maskwatch.classifier.onnx_classifier import MASK_LABEL, MaskClassifier
 from maskwatch.evaluation import plots
+from maskwatch.evaluation.appearance import APPEARANCES, mask_appearance
 from maskwatch.evaluation.calibration import CALIBRATED_NAME, write_calibrated_model
 from maskwatch.evaluation.common import fmt, markdown_table
 from maskwatch.faces import YuNetDetector
@@ -157,10 +158,26 @@ def _test_scores(data: RunData) -> tuple[dict, dict[str, np.ndarray]]:
         "test": _scores(clean, y, labels),
         "training_report_test_accuracy": data.report["test"]["accuracy"],
         "test_by_face_px": {name: _scores(p, y, labels) for name, p in probs.items() if name != "clean"},
+        "test_masked_recall_by_appearance": _recall_by_appearance(data, probs),
         "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
         "reliability_bins": calibration_bins(clean, y),
     }
     return result, probs
+
+
+def _recall_by_appearance(data: RunData, probs: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Masked test faces grouped by how their mask looks (dark / patterned / plain): the share called masked,
+    on every view."""
+    mask = data.classifier.labels.index(MASK_LABEL)
+    masked = np.flatnonzero(data.y(data.test) == mask)
+    kinds = np.array([mask_appearance(data.crop(data.test[i]), data.classifier.crop_margin) for i in masked])
+    result = {}
+    for kind in APPEARANCES:
+        chosen = masked[kinds == kind]
+        result[kind] = {"n": int(len(chosen)),
+                        **{view: float((p[chosen].argmax(axis=1) == mask).mean()) if len(chosen) else None
+                           for view, p in probs.items()}}
+    return result
 
 
 def _crop_cache(config: dict, cache_dir: str | Path | None, face_model: str | Path | None) -> FaceCropCache:
@@ -291,8 +308,8 @@ def _plots(run: Path, result: dict, crops: list[np.ndarray], labels: list[str]) 
 
 def render_markdown(result: dict) -> str:
     """evaluation.md: the figures a reviewer needs, with the plots beside it."""
-    sections = [_md_summary(result), _md_calibration(result), _md_face_sizes(result), _md_training(result),
-                _md_misclassified(result)]
+    sections = [_md_summary(result), _md_calibration(result), _md_face_sizes(result),
+                _md_appearance(result), _md_training(result), _md_misclassified(result)]
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
@@ -361,6 +378,21 @@ def _md_face_sizes(result: dict) -> str:
         "input (training's evaluation views).",
         markdown_table(["face px", "accuracy", "ROC AUC", "ECE", *(f"{label} recall" for label in labels)], rows),
         "![accuracy by face size](accuracy_by_face_size.png)",
+    ])
+
+
+def _md_appearance(result: dict) -> str:
+    by_kind = result.get("test_masked_recall_by_appearance")
+    if not by_kind:
+        return ""
+    view_names = [name for name in next(iter(by_kind.values())) if name != "n"]
+    rows = [[kind, scores["n"], *(scores[name] for name in view_names)] for kind, scores in by_kind.items()]
+    return "\n\n".join([
+        "## Masked faces by mask appearance",
+        "Share of masked test faces called masked, by how the mask looks in the mouth-and-chin region of the crop "
+        "(`maskwatch.evaluation.appearance`: dark = median luminance below 60, patterned = Laplacian deviation of "
+        "30 or more, plain = the rest).",
+        markdown_table(["mask", "images", *(n if n == "clean" else f"{n} px" for n in view_names)], rows),
     ])
 
 

@@ -94,17 +94,101 @@ def occlude_lower_face(view: np.ndarray, rng: np.random.Generator, margin: float
     return (alpha * hand + (1 - alpha) * view.astype(np.float32)).astype(np.uint8)
 
 
+# Colours of painted masks (BGR): black and dark cloth first -- the masks users report missed -- then common
+# cloth and surgical colours. No skin tones: a skin-coloured patch over the mouth is the hand negative.
+MASK_COLOURS = (
+    (20, 20, 20), (35, 35, 40), (50, 45, 45), (70, 40, 30), (40, 60, 30), (40, 30, 90), (90, 60, 70),
+    (120, 120, 120), (230, 230, 230), (220, 200, 170), (200, 170, 120), (150, 90, 40), (60, 60, 160),
+    (150, 120, 200), (80, 160, 80), (40, 150, 220),
+)
+
+
+def mask_texture(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A (size, size, 3) cloth texture: a plain colour, stripes, checks, dots or a blotchy print."""
+    colours = [np.array(MASK_COLOURS[i], np.float32) for i in rng.choice(len(MASK_COLOURS), 3, replace=False)]
+    kind = rng.choice(["plain", "plain", "stripes", "checks", "dots", "print"])
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    period = rng.uniform(0.04, 0.15) * size
+    if kind == "plain":
+        pattern = np.zeros((size, size), np.float32)
+    elif kind == "stripes":
+        angle = rng.uniform(0, np.pi)
+        pattern = (np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0).astype(np.float32)
+    elif kind == "checks":
+        pattern = ((np.sin(xx * 2 * np.pi / period) > 0) ^ (np.sin(yy * 2 * np.pi / period) > 0)).astype(np.float32)
+        pattern += 0.5 * (np.abs(np.sin(xx * np.pi / period)) < 0.15)  # plaid lines
+    elif kind == "dots":
+        pattern = ((np.sin(xx * 2 * np.pi / period) * np.sin(yy * 2 * np.pi / period)) > 0.6).astype(np.float32)
+    else:  # a print: blurred noise cut into two or three colour levels
+        noise = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), period / 3)
+        noise = (noise - noise.min()) / (np.ptp(noise) + 1e-6)
+        pattern = np.digitize(noise, [0.4, 0.65]).astype(np.float32) / 2 * 2
+    pattern = np.clip(pattern, 0, 2)
+    low, high = np.minimum(pattern, 1)[..., None], np.maximum(pattern - 1, 0)[..., None]
+    return colours[0] * (1 - low) + colours[1] * low * (1 - high) + colours[2] * high
+
+
+def paint_mask(view: np.ndarray, rng: np.random.Generator, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """Paint a cloth or surgical mask over nose, mouth and chin: black, coloured or patterned.
+
+    Users report that black and patterned masks are missed. Painted on bare faces
+    (then labelled ``with_mask``) it shows the model masks of every colour and print
+    on faces whose other features it knows bare, so only the mask can decide.
+    """
+    size = view.shape[0]
+    inner = size / (1 + 2 * margin)
+    lo = (size - inner) / 2
+
+    def at(u: float, v: float) -> tuple[float, float]:
+        return lo + u * inner, lo + v * inner
+
+    top = rng.uniform(0.45, 0.58)  # nose bridge
+    bottom = rng.uniform(0.98, 1.1)  # under the chin
+    width = rng.uniform(0.0, 0.08)
+    side_top, side_bottom = top + rng.uniform(0.08, 0.15), rng.uniform(0.78, 0.88)
+    edge = [at(0.5 + t * (0.42 + width), top + (side_top - top) * abs(t) ** 1.5) for t in np.linspace(-1, 1, 15)]
+    edge += [at(0.5 + 0.44 + width, side_bottom)]
+    edge += [at(0.5 + np.sin(a) * (0.36 + width), side_bottom + (bottom - side_bottom) * np.cos(a))
+             for a in np.linspace(np.pi / 2, -np.pi / 2, 15)]
+    edge += [at(0.5 - 0.44 - width, side_bottom)]
+    alpha = np.zeros((size, size), np.float32)
+    cv2.fillPoly(alpha, [np.round(np.array(edge)).astype(np.int32)], 1.0)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(0.7, size / 160))[:, :, None]
+
+    cloth = mask_texture(size, rng)
+    # Shape and light: darker towards the sides (the mask curves around the face), a little light from above,
+    # and sometimes the horizontal pleats of a surgical mask.
+    xx = (np.arange(size, dtype=np.float32) - size / 2) / (0.5 * inner)
+    shading = (1 - 0.35 * np.clip(np.abs(xx), 0, 1) ** 2)[None, :, None]
+    shading = shading * np.linspace(rng.uniform(1.0, 1.15), rng.uniform(0.75, 0.95), size)[:, None, None]
+    if rng.random() < 0.3:
+        rows = np.arange(size, dtype=np.float32)[:, None, None]
+        shading = shading * (1 - 0.12 * (np.sin(rows * 2 * np.pi / (0.12 * inner)) > 0.7))
+    cloth = np.clip(cloth * shading + rng.normal(0, 5, view.shape), 0, 255)
+    painted = alpha * cloth + (1 - alpha) * view.astype(np.float32)
+    if rng.random() < 0.5:  # ear loops
+        colour = tuple(float(c) for c in cloth[int(lo + 0.8 * inner), int(lo + 0.5 * inner)])
+        for u in (-0.02, 1.02):
+            x, y = at(u, side_top)
+            cv2.line(painted, (int(x), int(y)), (int(x + (u - 0.5) * 0.15 * inner), int(y - 0.1 * inner)),
+                     colour, max(1, size // 80), cv2.LINE_AA)
+    return painted.astype(np.uint8)
+
+
 def random_view(
-    crop: np.ndarray, out_size: int, rng: np.random.Generator, occlude: bool = False
+    crop: np.ndarray, out_size: int, rng: np.random.Generator, occlude: bool = False, paint: bool = False
 ) -> np.ndarray:
     """One random training view: geometry, colour, blur, resolution and JPEG, in camera order.
 
-    ``occlude`` (for bare faces only) sometimes puts a hand over the mouth as a hard negative.
+    ``occlude`` (for bare faces only) sometimes puts a hand over the mouth as a hard negative;
+    ``paint`` always paints a mask on (the caller labels the view ``with_mask``).
     """
     size = crop.shape[0]
     view = crop[:, ::-1] if rng.random() < 0.5 else crop
     if occlude and rng.random() < 0.3:
         view = occlude_lower_face(view, rng)
+    if paint:
+        view = paint_mask(view, rng)
     # Small rotation, zoom and shift: detectors' boxes wobble around the face.
     angle = rng.uniform(-15, 15)
     scale = rng.uniform(0.9, 1.12)

@@ -51,6 +51,25 @@ class FeatureExtractor:
         return self.session.run(None, {"image": batch})[0]
 
 
+def torch_features(
+    module: nn.Module, spec: BackboneSpec, items: Sequence[str], make_view: Callable[[str], np.ndarray]
+) -> np.ndarray:
+    """Features of ``make_view(item)`` for every item from a PyTorch backbone (a fine-tuned one), uncached."""
+    module.eval()
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(items), BATCH):
+            batch = normalise([make_view(item) for item in items[start:start + BATCH]],
+                              np.array(spec.mean), np.array(spec.std), "RGB")
+            chunks.append(module(to_channels_last(batch)).numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def to_channels_last(batch: np.ndarray) -> torch.Tensor:
+    """An NCHW batch in channels-last memory: on CPU, convolutions run about twice as fast on it."""
+    return torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+
+
 def cached_features(
     extractor: FeatureExtractor,
     items: Sequence[str],

@@ -25,7 +25,14 @@ from tqdm import tqdm
 from maskwatch.faces import YuNetDetector
 from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
 from maskwatch.model_files import cache_dir as default_cache_dir
-from maskwatch.training.augment import EVAL_FACE_SIZES, as_small_face, occlude_lower_face, random_view, resize_to
+from maskwatch.training.augment import (
+    EVAL_FACE_SIZES,
+    as_small_face,
+    occlude_lower_face,
+    paint_mask,
+    random_view,
+    resize_to,
+)
 from maskwatch.training.backbones import backbone_spec
 from maskwatch.training.data import (
     NEAR_DUPLICATE_BITS,
@@ -39,11 +46,13 @@ from maskwatch.training.data import (
 )
 from maskwatch.training.export import export_onnx
 from maskwatch.training.face_cache import FaceCropCache
-from maskwatch.training.features import FeatureExtractor, cached_features
+from maskwatch.training.features import FeatureExtractor, cached_features, torch_features
+from maskwatch.training.finetune import finetune, unfreeze_description
 from maskwatch.training.metrics import classification_report
 from maskwatch.training.model import MaskNet, activate, build_head, feature_module, freeze
 
 BARE_LABEL = "without_mask"
+MASK_LABEL = "with_mask"
 AUGMENT_VERSION = 3  # bump when augment.py changes, so cached features are recomputed
 
 
@@ -71,6 +80,13 @@ class TrainConfig:
     backbone_weights: str | None = None  # pretrained weights file instead of the backbone's default source
     near_duplicates: bool = True  # group near-duplicate crops (dHash) into one split
     occlusion: bool = True  # hands over bare mouths as hard negatives
+    # Views of each bare training face with a painted mask, labelled with_mask. Off by default: measured, they
+    # did not help on real masks (MODEL_CARD.md, "Black and patterned masks").
+    painted_views: int = 0
+    unfreeze: str = "0"  # phase 2: "0" (none, the paper's frozen backbone), N top blocks, or "all"
+    finetune_lr: float = 1e-5
+    finetune_epochs: int = 8
+    finetune_patience: int = 3
     extra: dict = field(default_factory=dict)
 
 
@@ -83,8 +99,11 @@ class Prepared:
     cache: Path
     labels: list[str]
     samples: list[Sample]
+    hashes: dict[str, int]  # dHash of each image's face crop, by file hash
     by_split: dict[str, list[Sample]]
-    features: Callable[[str, list[str]], tuple[np.ndarray, np.ndarray]]
+    features: Callable[[str, list[str]], tuple[np.ndarray, np.ndarray]]  # (split, view kinds) -> frozen features, y
+    items: Callable[[str, list[str]], tuple[list[str], np.ndarray]]  # (split, view kinds) -> "sha:kind" names, y
+    view: Callable[[str], np.ndarray]  # "sha:kind" -> the view's BGR image at the model input size
     feature_dim: int
     size: int
     counts: dict
@@ -137,16 +156,28 @@ def prepare(config: TrainConfig) -> Prepared:
             return resize_to(crop, size)
         if kind.startswith("px"):
             return as_small_face(crop, int(kind[2:]), size, config.crop_margin)
-        if kind == "hand":  # evaluation: a hand over the mouth, from a generator stream training never used
+        # Evaluation only: a hand over the mouth, or a painted mask, from generator streams training never used.
+        if kind == "hand":
             return resize_to(occlude_lower_face(crop, np.random.default_rng([99, int(sha[:12], 16)])), size)
+        if kind == "paint":
+            return resize_to(paint_mask(crop, np.random.default_rng([98, int(sha[:12], 16)])), size)
+        if kind.startswith("m"):  # a random training view of a bare face with a painted mask
+            rng = np.random.default_rng([config.seed, int(sha[:12], 16), 1000 + int(kind[1:])])
+            return random_view(crop, size, rng, paint=True)
         rng = np.random.default_rng([config.seed, int(sha[:12], 16), int(kind[1:])])
         return random_view(crop, size, rng, occlude=config.occlusion and sha in bare)
 
+    def members(split: str, kind: str) -> list[Sample]:
+        painted = kind == "paint" or kind.startswith("m")  # painted masks go on bare faces only
+        return [s for s in by_split[split] if s.label == BARE_LABEL] if painted else by_split[split]
+
+    def items(split: str, kinds: list[str]) -> tuple[list[str], np.ndarray]:
+        pairs = [(s, k) for k in kinds for s in members(split, k)]
+        return [f"{s.sha256}:{k}" for s, k in pairs], np.array([label_index[item_label(s, k)] for s, k in pairs])
+
     def features(split: str, kinds: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        items = [f"{s.sha256}:{k}" for k in kinds for s in by_split[split]]
-        x = cached_features(extractor, items, view, cache, key, desc=f"features {split}")
-        y = np.array([label_index[s.label] for _ in kinds for s in by_split[split]])
-        return x, y
+        names, y = items(split, kinds)
+        return cached_features(extractor, names, view, cache, key, desc=f"features {split}"), y
 
     group_sizes = Counter(s.group for s in samples)
     distinct_in_group: dict[str, set[str]] = {}
@@ -163,44 +194,72 @@ def prepare(config: TrainConfig) -> Prepared:
         "near_duplicate_bits": NEAR_DUPLICATE_BITS,
         **{f"{k}_images": len(v) for k, v in by_split.items()},
     }
-    return Prepared(config, out, cache, labels, samples, by_split, features, extractor.feature_dim, size, counts,
-                    unreadable, started)
+    return Prepared(config, out, cache, labels, samples, hashes, by_split, features, items, view, extractor.feature_dim,
+                    size, counts, unreadable, started)
 
 
 def train(config: TrainConfig) -> dict:
     prep = prepare(config)
     x_train, y_train, x_val, y_val = training_features(prep)
     head, history = fit_head(x_train, y_train, x_val, y_val, prep.feature_dim, len(prep.labels), config)
-    return finish(prep, head, history, config)
+    if config.unfreeze == "0":
+        return finish(prep, head, history, config)
+    tuned = finetune(prep, head, config, first_epoch=len(history) + 1)
+    return finish(prep, tuned.head, history + tuned.history, config, extra={"finetune": tuned.summary},
+                  backbone=tuned.module)
+
+
+def item_label(sample: Sample, kind: str) -> str:
+    """A view's label: the sample's, except that a bare face with a painted mask ("m1", "m2", "paint") is masked."""
+    return MASK_LABEL if kind == "paint" or kind.startswith("m") else sample.label
 
 
 def training_features(prep: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     train_kinds = ["clean"] + [f"v{i}" for i in range(1, prep.config.views)]
     x_train, y_train = prep.features("train", train_kinds)
+    if prep.config.painted_views:  # a separate call, so the cache of the plain views stays valid
+        x_paint, y_paint = prep.features("train", [f"m{i}" for i in range(1, prep.config.painted_views + 1)])
+        x_train, y_train = np.concatenate([x_train, x_paint]), np.concatenate([y_train, y_paint])
     x_val, y_val = prep.features("val", ["clean", *[f"px{px}" for px in EVAL_FACE_SIZES]])
     return x_train, y_train, x_val, y_val
 
 
 def finish(
-    prep: Prepared, head: nn.Module, history: list[dict], config: TrainConfig, extra: dict | None = None
+    prep: Prepared, head: nn.Module, history: list[dict], config: TrainConfig, extra: dict | None = None,
+    backbone: nn.Module | None = None,
 ) -> dict:
-    """Score the test split once, export the model with its metadata, write the report and the evaluation."""
+    """Score the test split once, export the model with its metadata, write the report and the evaluation.
+
+    ``backbone`` is the fine-tuned feature module of a second phase; without it, the frozen pretrained one.
+    """
     out, labels, size = prep.out, prep.labels, prep.size
     spec = backbone_spec(config.backbone)
     activation = output_activation(config)
-    x_test, y_test = prep.features("test", ["clean"])
-    test = classification_report(y_test, predict(head, x_test, activation).argmax(1), labels)
+
+    def scored(kind: str) -> tuple[np.ndarray, np.ndarray]:  # test-split probabilities of one view kind, and y
+        if backbone is None:
+            x, y = prep.features("test", [kind])
+        else:
+            names, y = prep.items("test", [kind])
+            x = torch_features(backbone, spec, names, prep.view)
+        return predict(head, x, activation), y
+
+    probabilities, y_test = scored("clean")
+    test = classification_report(y_test, probabilities.argmax(1), labels)
     by_size = {}
     for px in EVAL_FACE_SIZES:
-        x_px, y_px = prep.features("test", [f"px{px}"])
-        by_size[str(px)] = classification_report(y_px, predict(head, x_px, activation).argmax(1), labels)
-    x_hand, y_hand = prep.features("test", ["hand"])
+        probabilities, y_px = scored(f"px{px}")
+        by_size[str(px)] = classification_report(y_px, probabilities.argmax(1), labels)
+    probabilities, y_hand = scored("hand")
     bare = y_hand == labels.index(BARE_LABEL)
-    hand_predictions = predict(head, x_hand[bare], activation).argmax(1)
-    hand_accuracy = float((hand_predictions == y_hand[bare]).mean()) if bare.any() else None
+    hand_accuracy = float((probabilities[bare].argmax(1) == y_hand[bare]).mean()) if bare.any() else None
+    probabilities, y_paint = scored("paint")
+    paint_accuracy = float((probabilities.argmax(1) == y_paint).mean()) if len(y_paint) else None
 
-    backbone = feature_module(_backbone_module(spec.name, size, config.backbone_weights), config.head)
-    model = MaskNet(backbone, head, activation)
+    if backbone is None:
+        backbone = feature_module(_backbone_module(spec.name, size, config.backbone_weights), config.head)
+    freeze(backbone)
+    model = MaskNet(backbone.to(memory_format=torch.contiguous_format), head, activation)
     metadata = {
         "labels": labels,
         "input_size": size,
@@ -210,7 +269,8 @@ def finish(
         "normalisation": "(pixel - mean) / std on 0-255 RGB, NCHW float32",
         "crop_margin": config.crop_margin,
         "backbone": spec.name,
-        "backbone_weights": spec.weights,
+        "backbone_weights": spec.weights if config.unfreeze == "0" else
+        f"{spec.weights}, fine-tuned on mask data ({unfreeze_description(config.unfreeze)})",
         "head": head_description(config, len(labels)),
         "output": activation,
         "data_fingerprint": fingerprint(prep.samples),
@@ -219,6 +279,7 @@ def finish(
         "test_accuracy": test["accuracy"],
         "test_accuracy_by_face_px": {k: v["accuracy"] for k, v in by_size.items()},
         "test_bare_with_hand_accuracy": hand_accuracy,
+        "test_bare_with_painted_mask_accuracy": paint_accuracy,
         "face_threshold": config.face_threshold,
         "trained": time.strftime("%Y-%m-%d"),
         "maskwatch_train_config": {k: v for k, v in asdict(config).items() if k not in ("out_dir", "cache_dir")},
@@ -234,6 +295,7 @@ def finish(
         "test": test,
         "test_by_face_px": by_size,
         "test_bare_with_hand_accuracy": hand_accuracy,
+        "test_bare_with_painted_mask_accuracy": paint_accuracy,
         "epochs": len(history),
         "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1,
         "seconds": round(time.time() - prep.started, 1),
@@ -258,7 +320,11 @@ def fit_head(
     x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
     feature_dim: int, classes: int, config: TrainConfig,
 ) -> tuple[nn.Module, list[dict]]:
-    """Train the head on cached features; stop when validation loss has not improved for ``patience`` epochs."""
+    """Train the head on cached features; stop when validation loss has not improved for ``patience`` epochs.
+
+    Seeded from ``config.seed`` alone, so a tune trial and a later ``train`` with its settings give the same head.
+    """
+    torch.manual_seed(config.seed)
     head = build_head(config.head, feature_dim, config.hidden, config.dropout, classes)
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = make_loss(output_activation(config), classes)
@@ -268,6 +334,7 @@ def fit_head(
     best_loss, best_state, waited, history = float("inf"), None, 0, []
     progress = tqdm(range(config.max_epochs), desc="head", unit="epoch")
     for epoch in progress:
+        started = time.time()
         head.train()
         order = torch.randperm(len(xt), generator=generator)
         total = 0.0
@@ -283,8 +350,8 @@ def fit_head(
             val_logits = head(xv)
             val_loss = float(loss_fn(val_logits, yv))
             val_acc = float((val_logits.argmax(1) == yv).float().mean())
-        history.append({"epoch": epoch + 1, "train_loss": total / len(xt), "val_loss": val_loss,
-                        "val_accuracy": val_acc})
+        history.append({"epoch": epoch + 1, "phase": 1, "train_loss": total / len(xt), "val_loss": val_loss,
+                        "val_accuracy": val_acc, "seconds": round(time.time() - started, 2)})
         progress.set_postfix(val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
         if val_loss < best_loss - 1e-5:
             best_loss, waited = val_loss, 0
@@ -335,14 +402,21 @@ def _near_copies_across(samples: list[Sample], hashes: dict[str, int], seed: int
     """How many test images of a plain (byte-identical groups only) split have a near-copy in train."""
     plain = [Sample(s.path, s.label, s.sha256, group=s.sha256) for s in samples]
     split_samples(plain, seed=seed)
-    train_hashes = np.array([hashes[s.sha256] for s in plain if s.split == "train"], dtype=np.uint64)
-    leaks = 0
-    for s in plain:
+    leaked = near_copies_in_train(plain, hashes)
+    return sum(s.sha256 in leaked for s in plain if s.split == "test")  # byte-identical copies count each
+
+
+def near_copies_in_train(samples: list[Sample], hashes: dict[str, int]) -> set[str]:
+    """Hashes of the split's test images whose face crop is within ``NEAR_DUPLICATE_BITS`` of a train crop."""
+    train_hashes = np.array([hashes[s.sha256] for s in samples if s.split == "train"], dtype=np.uint64)
+    leaked = set()
+    for s in samples:
         if s.split == "test":
             differing = np.bitwise_xor(train_hashes, np.uint64(hashes[s.sha256]))
             bits = np.unpackbits(differing.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
-            leaks += bool((bits <= NEAR_DUPLICATE_BITS).any())
-    return leaks
+            if (bits <= NEAR_DUPLICATE_BITS).any():
+                leaked.add(s.sha256)
+    return leaked
 
 
 def _limit_per_class(samples: list[Sample], limit: int, seed: int) -> list[Sample]:

@@ -1,7 +1,8 @@
 """ImageNet-pretrained backbones by name, timm style: ``create_backbone("efficientnet_lite0")``.
 
 A backbone is an ``nn.Module`` that maps a normalised (N, 3, S, S) batch to
-(N, C) pooled features and carries the facts that preprocessing needs.
+(N, C) pooled features, and lists its ``blocks()`` bottom to top (what fine-tuning
+unfreezes); its ``BackboneSpec`` carries the facts that preprocessing needs.
 """
 
 from __future__ import annotations

