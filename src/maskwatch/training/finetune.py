@@ -28,7 +28,6 @@ from torch import nn
 from tqdm import tqdm
 
 from maskwatch.classifier.onnx_classifier import normalise
-from maskwatch.training.augment import EVAL_FACE_SIZES
 from maskwatch.training.backbones import backbone_spec, create_backbone
 from maskwatch.training.features import to_channels_last, torch_features
 from maskwatch.training.model import feature_module, freeze
@@ -79,7 +78,7 @@ def finetune(prep: Prepared, head: nn.Module, config: TrainConfig, first_epoch: 
     That may be the start -- phase 1's head on the pretrained backbone -- when no epoch improves on it;
     the summary's ``improved`` says whether phase 2 changed anything.
     """
-    from maskwatch.training.train import make_loss, output_activation
+    from maskwatch.training.train import VALIDATION_KINDS, make_loss, output_activation
 
     spec = backbone_spec(config.backbone)
     module = feature_module(
@@ -92,7 +91,7 @@ def finetune(prep: Prepared, head: nn.Module, config: TrainConfig, first_epoch: 
     parameters = [p for p in module.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.finetune_lr, weight_decay=config.weight_decay)
     loss_fn = make_loss(output_activation(config), len(prep.labels))
-    val_kinds = ["clean", *[f"px{px}" for px in EVAL_FACE_SIZES]]
+    val_kinds = VALIDATION_KINDS
     val_names, y_val = prep.items("val", val_kinds)
     yv = torch.from_numpy(y_val).long()
     by_epoch = []  # validation accuracy of each view (clean, 16 px...) after each epoch: does it help small faces?
@@ -111,7 +110,7 @@ def finetune(prep: Prepared, head: nn.Module, config: TrainConfig, first_epoch: 
     print(f"fine-tune ({unfreeze_description(config.unfreeze)}, {trainable:,} trainable parameters): "
           f"start val loss {start_loss:.4f}, val accuracy {start_accuracy:.4f}", flush=True)
     best_loss, best_state = start_loss, _state(module, head)
-    history, waited, began = [], 0, time.time()
+    history, waited, began, names = [], 0, time.time(), []
     rng = np.random.default_rng(config.seed)
     for epoch in range(config.finetune_epochs):
         started = time.time()
@@ -137,8 +136,7 @@ def finetune(prep: Prepared, head: nn.Module, config: TrainConfig, first_epoch: 
                "start_val_loss": start_loss, "start_val_accuracy": start_accuracy, "best_val_loss": best_loss,
                "improved": best_loss < start_loss, "epochs": len(history),
                "validation_by_epoch": by_epoch,  # the first entry is the start: phase 1's head, pretrained backbone
-               "seconds": round(time.time() - began, 1), "images_per_epoch": len(_epoch_items(
-                   prep, config, 0, np.random.default_rng(config.seed))[0])}
+               "seconds": round(time.time() - began, 1), "images_per_epoch": len(names)}
     return Finetuned(module, head, history, summary)
 
 

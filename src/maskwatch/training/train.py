@@ -54,6 +54,8 @@ from maskwatch.training.model import MaskNet, activate, build_head, feature_modu
 BARE_LABEL = "without_mask"
 MASK_LABEL = "with_mask"
 AUGMENT_VERSION = 3  # bump when augment.py changes, so cached features are recomputed
+# Early stopping and model choice watch the validation loss over clean crops and small-face views alike.
+VALIDATION_KINDS = ["clean", *[f"px{px}" for px in EVAL_FACE_SIZES]]
 
 
 @dataclass
@@ -220,7 +222,7 @@ def training_features(prep: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarra
     if prep.config.painted_views:  # a separate call, so the cache of the plain views stays valid
         x_paint, y_paint = prep.features("train", [f"m{i}" for i in range(1, prep.config.painted_views + 1)])
         x_train, y_train = np.concatenate([x_train, x_paint]), np.concatenate([y_train, y_paint])
-    x_val, y_val = prep.features("val", ["clean", *[f"px{px}" for px in EVAL_FACE_SIZES]])
+    x_val, y_val = prep.features("val", VALIDATION_KINDS)
     return x_train, y_train, x_val, y_val
 
 
