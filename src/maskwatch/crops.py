@@ -37,6 +37,12 @@ def face_crop(
     return cv2.resize(inside, (size, size), interpolation=interpolation)
 
 
+def face_in_crop(size: int, margin: float = DEFAULT_MARGIN) -> tuple[float, float]:
+    """Where the face box sits in a square crop of ``size`` px made with ``margin``: (its offset, its side)."""
+    side = size / (1 + 2 * margin)
+    return (size - side) / 2, side
+
+
 def whole_image_box(image: np.ndarray) -> tuple[float, float, float, float]:
     """The box to crop when no face was found: the whole image, squared by border padding."""
     height, width = image.shape[:2]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from maskwatch.crops import DEFAULT_MARGIN
+from maskwatch.crops import DEFAULT_MARGIN, face_in_crop
 
 APPEARANCES = ("dark", "patterned", "plain")
 # Median luminance (0-255) of the region below this: a dark mask. Bare faces' lower halves almost never are
@@ -24,9 +24,7 @@ PATTERN_LAPLACIAN = 30.0
 
 def lower_face(crop: np.ndarray, margin: float = DEFAULT_MARGIN) -> np.ndarray:
     """Mouth and chin: rows 68-90 % and columns 30-70 % of the face box inside a square face crop."""
-    size = crop.shape[0]
-    inner = size / (1 + 2 * margin)
-    lo = (size - inner) / 2
+    lo, inner = face_in_crop(crop.shape[0], margin)
     return crop[int(lo + 0.68 * inner):int(lo + 0.9 * inner), int(lo + 0.3 * inner):int(lo + 0.7 * inner)]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from maskwatch.crops import DEFAULT_MARGIN
+from maskwatch.crops import DEFAULT_MARGIN, face_in_crop
 
 # Face heights (px) at which evaluation views are made: the crop is shrunk to the
 # size it would have around such a face, then enlarged to the model input.
@@ -71,8 +71,7 @@ def occlude_lower_face(view: np.ndarray, rng: np.random.Generator, margin: float
     The colour comes from the face's own cheeks, so the model cannot learn "odd colour means hand".
     """
     size = view.shape[0]
-    inner = size / (1 + 2 * margin)
-    lo = (size - inner) / 2
+    lo, inner = face_in_crop(size, margin)
     cheek = view[int(lo + 0.45 * inner):int(lo + 0.6 * inner), int(lo + 0.2 * inner):int(lo + 0.8 * inner)]
     colour = np.median(cheek.reshape(-1, 3), axis=0) * rng.uniform(0.85, 1.1)
     alpha = np.zeros((size, size), np.float32)
@@ -136,8 +135,7 @@ def paint_mask(view: np.ndarray, rng: np.random.Generator, margin: float = DEFAU
     on faces whose other features it knows bare, so only the mask can decide.
     """
     size = view.shape[0]
-    inner = size / (1 + 2 * margin)
-    lo = (size - inner) / 2
+    lo, inner = face_in_crop(size, margin)
 
     def at(u: float, v: float) -> tuple[float, float]:
         return lo + u * inner, lo + v * inner
