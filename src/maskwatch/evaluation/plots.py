@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -19,6 +20,16 @@ def _figure(width: float = 4.8, height: float = 4.0) -> Figure:
     figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def _save(figure: Figure, ax: Axes, path: Path, xlabel: str, ylabel: str, title: str, legend: str) -> Path:
+    """Label a one-axis plot, add its legend, write it to ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc=legend)
+    figure.savefig(path)
+    return path
 
 
 def confusion_matrix(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: Path) -> Path:
@@ -58,12 +69,8 @@ def reliability(series: Sequence[tuple[str, dict]], path: Path) -> Path:
         bins = len(table["count"])
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("mean confidence in bin (top label)")
-    ax.set_ylabel("accuracy in bin")
-    ax.set_title(f"Reliability, {bins} equal-width bins (test)")
-    ax.legend(loc="upper left")
-    figure.savefig(path)
-    return path
+    return _save(figure, ax, path, "mean confidence in bin (top label)", "accuracy in bin",
+                 f"Reliability, {bins} equal-width bins (test)", "upper left")
 
 
 def roc(fpr: np.ndarray, tpr: np.ndarray, auc: float | None, positive: str, path: Path) -> Path:
@@ -71,12 +78,8 @@ def roc(fpr: np.ndarray, tpr: np.ndarray, auc: float | None, positive: str, path
     ax = figure.subplots()
     ax.plot(fpr, tpr, drawstyle="default", label=f"AUC = {auc:.4f}" if auc is not None else "AUC undefined")
     ax.plot([0, 1], [0, 1], "k:", linewidth=1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC, positive class {positive} (test)")
-    ax.legend(loc="lower right")
-    figure.savefig(path)
-    return path
+    return _save(figure, ax, path, "false positive rate", "true positive rate",
+                 f"ROC, positive class {positive} (test)", "lower right")
 
 
 def training_curves(history: list[dict[str, float]], path: Path) -> Path:
@@ -107,13 +110,8 @@ def accuracy_by_face_size(sizes: Sequence[str], accuracy: Sequence[float], clean
     ax = figure.subplots()
     ax.plot([int(s) for s in sizes], accuracy, "o-", label="face shrunk to this height")
     ax.axhline(clean, color="grey", linestyle="--", label=f"full-size crop ({clean:.3f})")
-    ax.set_xlabel("face height (px)")
-    ax.set_ylabel("test accuracy")
     ax.set_ylim(min([*accuracy, clean, 0.5]) - 0.02, 1.01)
-    ax.set_title("Accuracy by face size (test)")
-    ax.legend(loc="lower right")
-    figure.savefig(path)
-    return path
+    return _save(figure, ax, path, "face height (px)", "test accuracy", "Accuracy by face size (test)", "lower right")
 
 
 def contact_sheet(tiles: Sequence[tuple[np.ndarray, Sequence[str]]], path: Path, tile: int = 128,
