@@ -27,8 +27,7 @@ import numpy as np
 
 from maskwatch.pipeline import MaskDetector
 from maskwatch.synthetic import iou
-from maskwatch.video.analyzer import VideoAnalyzer
-from maskwatch.video.cli import CLASSIFY_EVERY
+from maskwatch.video.analyzer import CLASSIFY_EVERY, VideoAnalyzer
 from maskwatch.video.models import video_detector
 from maskwatch.video.runner import StreamWatcher, WatchOutputs
 from maskwatch.video.source import SourceSpec, VideoSource

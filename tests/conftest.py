@@ -1,13 +1,21 @@
-"""Shared fixtures: the real YuNet model and real images from ../shared (never downloaded in tests)."""
+"""Shared fixtures: the real YuNet model and real images from ../shared.
+
+Portable: YuNet comes from $MASKWATCH_FACE_MODEL, else ../shared/models (or $MASKWATCH_SHARED/models), else a
+download checked against its sha256; a test that needs it skips, saying how to provide it, when none works.
+A test that needs the shared photo sets skips with the same kind of reason; everything else runs from what
+the repository ships or generates.
+"""
 
 from __future__ import annotations
 
 import csv
 import functools
 import http.server
+import inspect
 import os
 import threading
-from collections.abc import Iterator
+import types
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,11 +23,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("MASKWATCH_SHARED", ROOT.parent / "shared"))
-YUNET_PATH = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+YUNET_PATH = Path(os.environ.get("MASKWATCH_FACE_MODEL") or SHARED / "models" / "face_detection_yunet_2023mar.onnx")
 DATASET = SHARED / "datasets" / "face-mask"
+SCENES = SHARED / "datasets" / "mask-scenes"
 
-# Tests must never reach the network: point the detector at the shared copy and the cache at a temp dir.
-os.environ.setdefault("MASKWATCH_FACE_MODEL", str(YUNET_PATH))
+# Point the detector at the local copy (the subprocesses the tests start inherit it) and the cache at a temp dir.
+if YUNET_PATH.is_file():
+    os.environ.setdefault("MASKWATCH_FACE_MODEL", str(YUNET_PATH))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,9 +39,79 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def yunet_path() -> Path:
-    if not YUNET_PATH.is_file():
-        pytest.fail(f"YuNet model missing at {YUNET_PATH}; tests need ../shared/models")
-    return YUNET_PATH
+    """YuNet: the local copy, else a download verified by its sha256; skips with how to provide it."""
+    if YUNET_PATH.is_file():
+        return YUNET_PATH
+    from maskwatch.faces.yunet import YUNET
+    from maskwatch.model_files import ModelFileError, resolve
+
+    try:
+        path = resolve(YUNET)
+    except ModelFileError as exc:
+        pytest.skip(f"needs the YuNet face model: set MASKWATCH_FACE_MODEL to {YUNET.name}, or MASKWATCH_SHARED "
+                    f"to the folder holding models/{YUNET.name}, or allow its download ({exc})")
+    os.environ["MASKWATCH_FACE_MODEL"] = str(path)  # for the commands the tests start
+    return path
+
+
+# The names through which a test uses the shared photo set; a test that reaches one of them, itself or through
+# its fixtures and helpers, skips when the set is missing.
+DATASET_NAMES = frozenset({"DATASET", "MASKED_JPG", "BARE_JPG", "TEST_SPLIT_FACES", "manifest"})
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def uses_dataset(function: Callable, seen: set[int] | None = None) -> bool:
+    """Whether ``function`` names one of DATASET_NAMES, directly or through functions of the test folder."""
+    seen = set() if seen is None else seen
+    code = getattr(function, "__code__", None)
+    if code is None or id(code) in seen:
+        return False
+    seen.add(id(code))
+    codes = [code]
+    names: set[str] = set()
+    while codes:
+        current = codes.pop()
+        names.update(current.co_names)
+        codes += [const for const in current.co_consts if isinstance(const, types.CodeType)]
+    if names & DATASET_NAMES:
+        return True
+    namespace = getattr(function, "__globals__", {})
+    for name in names:
+        value = namespace.get(name)
+        if in_dataset(value):  # a helper module's own constant, e.g. a photo chosen from the set
+            return True
+        if inspect.isclass(value):
+            value = getattr(value, "__init__", None)
+        if (inspect.isfunction(value) and Path(inspect.getfile(value)).resolve().parent == TESTS_DIR
+                and uses_dataset(value, seen)):
+            return True
+    return False
+
+
+def in_dataset(value: object) -> bool:
+    """A path inside the shared data sets, or a list or dict of them."""
+    if isinstance(value, Path):
+        return value.is_relative_to(SHARED / "datasets")
+    if isinstance(value, dict):
+        return any(in_dataset(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(in_dataset(v) for v in value)
+    return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if (DATASET / "manifest.csv").is_file():
+        return
+    skip = pytest.mark.skip(reason=f"needs the shared photo set at {DATASET}: set MASKWATCH_SHARED to the folder "
+                                   "that holds datasets/face-mask (this workspace: ../shared)")
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        definitions = fixtures.name2fixturedefs.values() if fixtures is not None else []
+        functions = [getattr(item, "function", None), *(d[-1].func for d in definitions if d)]
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(name in DATASET_NAMES for name in getattr(item, "fixturenames", ())) or in_dataset(params) or any(
+                uses_dataset(f) for f in functions if f is not None):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +149,26 @@ def serve_directory(folder: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def scene_subset(folder: Path, per_split: int = 4, splits: tuple[str, ...] = ("train", "val")) -> Path:
+    """A small copy of mask-scenes (links to its files, and a manifest of just those): the first images of
+    each split that hold a mask worn below the nose, so that every class is present."""
+    if not (SCENES / "manifest.csv").is_file():
+        pytest.skip(f"needs {SCENES} (set MASKWATCH_SHARED to the folder that holds datasets/mask-scenes)")
+    with open(SCENES / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = []
+    for split in splits:
+        chosen += [r for r in rows if r["split"] == split and int(r["mask_weared_incorrect"]) > 0
+                   and int(r["without_mask"]) > 0][:per_split]
+    for sub in ("images", "annotations"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for row in chosen:
+        for column in ("file", "annotation"):
+            (folder / row[column]).symlink_to(SCENES / row[column])
+    with open(folder / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    return folder

@@ -12,8 +12,10 @@ import pytest
 from badfiles import BAD, write_bad_inputs
 from conftest import BARE_JPG, MASKED_JPG
 
+from maskwatch.labels import LABELS
+
 CONTRACT_KEYS = {"file", "width", "height", "faces", "error"}
-FACE_KEYS = {"box", "score", "landmarks", "label", "mask_probability"}
+FACE_KEYS = {"box", "score", "landmarks", "label", "mask_probability", "probabilities"}
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -41,7 +43,7 @@ def test_folder_with_bad_files(mixed_folder: Path, tmp_path: Path) -> None:
         assert set(line) == CONTRACT_KEYS
         for face in line["faces"]:
             assert set(face) == FACE_KEYS
-            assert face["label"] in ("with_mask", "without_mask")
+            assert face["label"] in LABELS and set(face["probabilities"]) <= set(LABELS)
     for name in BAD:
         assert by_name[name]["error"], name
         assert by_name[name]["faces"] == []

@@ -6,6 +6,7 @@ Scenes and copies of photos are written under pytest's tmp dirs only: never comm
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from conftest import DATASET, TEST_SPLIT_FACES
 
 from maskwatch.classifier import DEFAULT_CLASSIFIER_PATH, MaskClassifier
-from maskwatch.evaluation.cli import add_command
+from maskwatch.cli.evaluate import add_command
 from maskwatch.evaluation.plots import contact_sheet
 from maskwatch.evaluation.scenes import GroundTruth, match
 from maskwatch.faces import YuNetDetector
@@ -202,11 +203,11 @@ def scenes(tmp_path_factory: pytest.TempPathFactory, yunet_path: Path) -> Path:
 
 def test_scenes_recall_labels_and_ap(scenes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # The photo default (extra passes at 2x and 3x) finds the 12 px face too: it must not count as false.
-    assert evaluate("--scenes", str(scenes), "--min-face", "24", "--json", str(tmp_path / "r.json")) == 0
+    assert evaluate("--scenes", str(scenes), "--min-face", "24", "--two-class", "--json", str(tmp_path / "r.json")) == 0
     result = json.loads((tmp_path / "r.json").read_text())
     assert "| with_mask |" in capsys.readouterr().out
     assert result["images"] == 2
-    # mask_weared_incorrect counts as without_mask by default; "person" and the 12 px face are ignored.
+    # In two-class mode mask_weared_incorrect counts as without_mask; "person" and the 12 px face are ignored.
     assert {k: v["faces"] for k, v in result["per_class"].items()} == {"with_mask": 2, "without_mask": 2}
     assert result["ignored_objects"] == {"small": 1, "class person": 1}
     assert result["all"]["recall"] == 1.0
@@ -220,7 +221,8 @@ def test_scenes_recall_labels_and_ap(scenes: Path, tmp_path: Path, capsys: pytes
 
 
 def test_scenes_min_face_rule(scenes: Path, tmp_path: Path) -> None:
-    assert evaluate("--scenes", str(scenes), "--extra-scales", "", "--json", str(tmp_path / "all.json")) == 0
+    assert evaluate("--scenes", str(scenes), "--extra-scales", "", "--two-class",
+                    "--json", str(tmp_path / "all.json")) == 0
     counted = json.loads((tmp_path / "all.json").read_text())
     # Without --min-face the 12 px face counts, and one YuNet pass cannot find a face that small.
     assert counted["per_class"]["without_mask"]["faces"] == 3
@@ -316,9 +318,15 @@ def test_run_dir_lists_and_draws_mistakes(tiny_run: Path, tmp_path: Path) -> Non
     """Relabel the test split's with_mask images as without_mask: the model's right answers become mistakes."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("*.png", "evaluation.*"))
-    split = (run / "split.csv").read_text().splitlines()
-    flipped = [line.replace(",with_mask,", ",without_mask,") if line.endswith(",test") else line for line in split]
-    (run / "split.csv").write_text("\n".join(flipped) + "\n")
+    with open(run / "split.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:  # every test image becomes "without_mask": the masked ones are now mistakes
+        if row["split"] == "test":
+            row["label"] = "without_mask"
+    with open(run / "split.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     assert evaluate(str(run), "--json", str(tmp_path / "copy.json")) == 0
 
     def no_nan(name: str) -> None:
@@ -353,3 +361,32 @@ def test_json_safe_and_contact_sheet_cap() -> None:
     text = _md_misclassified({"misclassified": wrong, "test": {"n": 100}})
     assert f"only the {SHEET_LIMIT} most confident of the {SHEET_LIMIT + 6}" in text
     assert "only the" not in _md_misclassified({"misclassified": wrong[:3], "test": {"n": 100}})
+
+
+def test_real_scenes_val_split_reports_both_views_and_writes_the_run_folder(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    from conftest import scene_subset
+
+    scenes = scene_subset(tmp_path / "scenes", per_split=3)
+    out = tmp_path / "report"
+    assert evaluate("--scenes", str(scenes), "--split", "val", "--min-face", "16", "--out", str(out),
+                    "--json", str(tmp_path / "s.json")) == 0
+    text = capsys.readouterr().out
+    assert "classifier alone" in text and "Slices" in text
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert result["images"] == 3 and result["split"] == "val"
+    labels = result["labels"]
+    assert "incorrect_mask" in labels and result["per_class"]["incorrect_mask"]["faces"] >= 3
+    alone = result["classifier_alone"]
+    assert np.sum(alone["matrix"]) == result["all"]["faces"]  # every counted face, found or not
+    assert np.sum(result["found_confusion"]["matrix"]) == result["all"]["found"]
+    assert 0.0 <= alone["balanced_accuracy"] <= 1.0 and alone["roc_auc_masked_vs_bare"] is not None
+    assert set(result["slices"]) >= {"face size (px)", "head turn (yaw)", "blur", "darkness"}
+    assert result["by_size"]["24+"]["without_mask"]["faces"] >= 1
+    for name in ("scenes.md", "scenes.json"):
+        assert (out / name).is_file()
+    # Two-class mode folds the third class into without_mask, in the labels and in the ground truth.
+    assert evaluate("--scenes", str(scenes), "--split", "val", "--two-class", "--json", str(tmp_path / "t.json")) == 0
+    folded = json.loads((tmp_path / "t.json").read_text())
+    assert "incorrect_mask" not in folded["labels"] and folded["two_class"] is True
+    assert evaluate("--scenes", str(scenes), "--split", "test") == 2  # not in the manifest

@@ -46,8 +46,8 @@ def test_byte_identical_duplicates_share_a_split(manifest: list[dict[str, str]])
 
 def test_split_file_round_trips(manifest: list[dict[str, str]], tmp_path: Path) -> None:
     samples = split_samples(manifest_samples(manifest)[:50], seed=0)
-    write_split(samples, DATASET, tmp_path / "split.csv")
-    loaded = read_split(tmp_path / "split.csv", DATASET)
+    write_split(samples, [DATASET], tmp_path / "split.csv")
+    loaded = read_split(tmp_path / "split.csv", [DATASET])
     assert sorted((s.path, s.split, s.label) for s in loaded) == sorted((s.path, s.split, s.label) for s in samples)
 
 

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch", reason="training tests need the train extra
 
 from maskwatch.classifier import MaskClassifier  # noqa: E402
 from maskwatch.crops import face_crop  # noqa: E402
+from maskwatch.evaluation.run_report import write_evaluation  # noqa: E402
 from maskwatch.faces import YuNetDetector  # noqa: E402
 from maskwatch.images import load_image  # noqa: E402
 from maskwatch.training.export import export_onnx  # noqa: E402
@@ -29,8 +30,10 @@ def small_run(tmp_path_factory: pytest.TempPathFactory, yunet_path: Path) -> tup
                          views=2, max_epochs=15, patience=5, cache_dir=str(out / "cache"), unfreeze="0,1",
                          finetune_epochs=1, painted_views=1)
     # tune = prepare, two heads, a fine-tuning of the top block against the frozen model, finish:
-    # the whole train path and more.
-    return out, tune(config, trials=2)
+    # the whole train path and more; then the evaluation report, as the command writes it.
+    report = tune(config, trials=2)
+    write_evaluation(out)
+    return out, report
 
 
 def test_training_writes_model_split_and_report(small_run: tuple[Path, dict]) -> None:
@@ -164,7 +167,64 @@ def test_train_with_finetuning_exports_what_it_scored(tmp_path: Path, yunet_path
     metadata = MaskClassifier(tmp_path / "run" / "mask_classifier.onnx").metadata
     assert "fine-tuned on mask data (whole backbone)" in metadata["backbone_weights"]
     # The evaluation re-scores the exported file with onnxruntime: it agrees with the fine-tuned network's scores.
+    write_evaluation(tmp_path / "run")
     evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
     assert evaluation["test"]["accuracy"] == report["test"]["accuracy"]
     assert [evaluation["test_by_face_px"][px]["accuracy"] for px in ("16", "48")] == [
         report["test_by_face_px"][px]["accuracy"] for px in ("16", "48")]
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory: pytest.TempPathFactory, yunet_path: Path) -> tuple[Path, Path, dict]:
+    """A class-per-folder set and a VOC scene set trained together: three classes, two sources."""
+    from conftest import scene_subset
+
+    from maskwatch.training.train import train
+
+    scenes = scene_subset(tmp_path_factory.mktemp("scenes"))
+    out = tmp_path_factory.mktemp("mixed")
+    config = TrainConfig(data_dir=str(DATASET), extra_data=[str(scenes)], out_dir=str(out),
+                         face_model=str(yunet_path), limit=4, views=2, max_epochs=5, patience=2,
+                         cache_dir=str(out / "cache"))
+    report = train(config)
+    write_evaluation(out)
+    return out, scenes, report
+
+
+def test_mixed_sources_train_three_classes_and_keep_the_scene_split(mixed_run: tuple[Path, Path, dict]) -> None:
+    out, scenes, report = mixed_run
+    assert report["labels"] == ["incorrect_mask", "with_mask", "without_mask"]
+    by_source = report["counts"]["by_source"]
+    assert set(by_source[str(scenes)]) == {"train", "val"}  # the manifest's split, no test split
+    assert set(by_source[str(DATASET)]) == {"train", "val", "test"}
+    assert by_source[str(scenes)]["train"]["incorrect_mask"] >= 1
+    with open(out / "split.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    scene_rows = [r for r in rows if r["source"] == "1"]
+    assert scene_rows and all(len(r["box"].split()) == 4 for r in scene_rows)
+    assert all(r["box"] == "" for r in rows if r["source"] == "0")
+    assert {r["split"] for r in scene_rows} <= {"train", "val"}
+    # The operating point is chosen on the scene faces of val, and every figure is reported per source.
+    search = report["operating_point"]["search"]
+    assert search["chosen_on"].startswith("validation faces of the scene sets")
+    assert search["chosen_macro_f1"] >= search["default_macro_f1"]
+    assert set(report["val_by_source"]) == {str(DATASET), str(scenes)}
+    assert report["test_two_class_accuracy"] is not None
+    classifier = MaskClassifier(out / "mask_classifier.onnx")
+    assert classifier.labels == report["labels"]
+    assert classifier.operating_point.mask_threshold == report["operating_point"]["mask_threshold"]
+    assert (out / "evaluation.md").is_file()
+
+
+def test_class_weights_favour_the_rare_class() -> None:
+    from maskwatch.training.train import class_weights, make_loss
+
+    y = np.array([0] * 10 + [1] * 90 + [2] * 100)
+    sqrt, inverse = class_weights(y, 3, "sqrt"), class_weights(y, 3, "inverse")
+    assert class_weights(y, 3, "none") is None
+    assert sqrt[0] > sqrt[1] > sqrt[2] and inverse[0] / inverse[2] == pytest.approx(10.0)
+    assert float(sqrt.mean()) == pytest.approx(1.0)
+    logits, target = torch.zeros(4, 3), torch.tensor([0, 1, 2, 2])
+    assert float(make_loss("softmax", 3, sqrt)(logits, target)) == pytest.approx(np.log(3), rel=1e-5)
+    with pytest.raises(ValueError, match="class balance"):
+        class_weights(y, 3, "cube")

@@ -110,7 +110,8 @@ def test_dropped_live_stream_is_reconnected_and_the_gap_logged(tmp_path: Path, y
     stream = FlakyStream(clip.path, serves=2)  # the stream ends twice; the third connection is refused
     events = tmp_path / "events.jsonl"
     try:
-        result = watch(stream.url, "--reconnect-delay", "0.05", "--reconnect-attempts", "2",
+        # --live: an AVI over HTTP declares its frame count, and is otherwise read as a file.
+        result = watch(stream.url, "--live", "--reconnect-delay", "0.05", "--reconnect-attempts", "2",
                        "--events", str(events))
     finally:
         stream.close()

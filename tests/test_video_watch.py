@@ -20,7 +20,7 @@ from video_scenes import HEIGHT, WIDTH, Clip, owner, three_people
 from maskwatch.faces import YuNetDetector
 from maskwatch.synthetic import iou
 
-FACE_KEYS = {"box", "score", "landmarks", "label", "mask_probability"}
+FACE_KEYS = {"box", "score", "landmarks", "label", "mask_probability", "probabilities"}
 
 
 def watch(*args: str) -> subprocess.CompletedProcess:

@@ -20,11 +20,13 @@ from badfiles import write_bad_inputs
 from conftest import BARE_JPG, MASKED_JPG
 from webserver import Server, running_server
 
+from maskwatch.labels import LABELS
+
 KEY = "test-key-4f1c9a"
 ORIGIN = "http://allowed.example"
 LIMIT_MB = 1
 CONTRACT_KEYS = {"file", "width", "height", "faces", "error"}
-FACE_KEYS = {"box", "score", "landmarks", "label", "mask_probability"}
+FACE_KEYS = {"box", "score", "landmarks", "label", "mask_probability", "probabilities"}
 # The status each awkward file must get; the rest of write_bad_inputs' files are readable pictures.
 BAD_STATUS = {"empty.jpg": 400, "truncated.jpg": 400, "corrupt.jpg": 400, "not_an_image.jpg": 415,
               "huge.png": 413}
@@ -55,7 +57,7 @@ def assert_contract(body: dict) -> None:
     assert set(body) == CONTRACT_KEYS
     for face in body["faces"]:
         assert set(face) == FACE_KEYS
-        assert face["label"] in ("with_mask", "without_mask")
+        assert face["label"] in LABELS and set(face["probabilities"]) <= set(LABELS)
 
 
 def assert_error(response: httpx.Response, status: int | None = None) -> None:
@@ -136,7 +138,7 @@ def test_metric_labels_are_bounded(server: Server, client: httpx.Client) -> None
     for method in ("FROBNICATE", "X-SCAN-1", "GET"):
         client.request(method, "/v1/detect")
         client.request(method, f"/probe-{method.lower()}/x")
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    text = client.get("/metrics").text
     series = [line for line in text.splitlines() if line.startswith("maskwatch_http_requests_total{")]
     methods = set(re.findall(r'method="([^"]*)"', "\n".join(series)))
     routes = set(re.findall(r'route="([^"]*)"', text))
@@ -165,14 +167,16 @@ def test_slow_upload_gets_408_and_frees_its_slot(open_server: Server) -> None:
 
 
 def test_health_readiness_and_metrics(server: Server, client: httpx.Client) -> None:
-    bare = httpx.Client(base_url=server.url, timeout=30)  # no key: these are not under /v1
+    bare = httpx.Client(base_url=server.url, timeout=30)  # no key: probes and the API description are open
     assert bare.get("/healthz").json() == {"status": "ok"}
     ready = bare.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "workers": 2}
-    before = bare.get("/metrics").text
+    assert bare.get("/openapi.json").status_code == 200 and bare.get("/docs").status_code == 200
+    assert_error(bare.get("/metrics"), 401)  # face counts by label: the key covers them
+    before = client.get("/metrics").text
     assert client.post("/v1/detect", content=MASKED_JPG.read_bytes()).status_code == 200
     assert_error(client.post("/v1/detect", content=b"\xff\xd8\xff not really"), 400)
-    response = bare.get("/metrics")
+    response = bare.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})  # as Prometheus sends it
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     after = response.text
     for status in ("200", "400"):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # 40 megapixels: a 48 MP phone photo is refused, a 24 MP DSLR frame is fine.
 # Users with bigger frames can raise it (MaskDetector(max_pixels=...), --max-pixels).
 DEFAULT_MAX_PIXELS = 40_000_000
+# The file endings taken as images wherever a folder is searched (detect, training, evaluation).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic"})
+
+# A file is refused from its size, before it is read, when it is larger than any image of ``max_pixels`` could
+# be: 8 bytes a pixel (16-bit RGBA, uncompressed) plus 16 MB of metadata, i.e. 336 MB at the default 40 MP.
+# Without this a 2 GiB file was read whole into memory before the decoder refused it.
+FILE_BYTES_PER_PIXEL = 8
+FILE_METADATA_BYTES = 16 * 1024 * 1024
 
 ImageInput = np.ndarray | bytes | bytearray | memoryview | str | os.PathLike
 
@@ -31,31 +41,96 @@ class PixelLimitError(ImageError):
     """An image with more pixels than ``max_pixels``: refused from its header, before decoding."""
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded picture and what the caller may want to tell about it."""
+
+    image: np.ndarray  # upright BGR uint8
+    frames: int = 1  # frames or pages in the file; only the first is decoded (animated GIF/WebP, TIFF pages)
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest file that can hold an image of ``max_pixels`` (see FILE_BYTES_PER_PIXEL)."""
+    return FILE_BYTES_PER_PIXEL * max_pixels + FILE_METADATA_BYTES
+
+
 def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Return ``source`` as an upright BGR uint8 array of shape (H, W, 3).
 
     ``source`` is a path, the encoded bytes of a file, or an array that is
     already decoded (BGR, BGRA or grayscale, as OpenCV gives them).
     """
+    return read_image(source, max_pixels).image
+
+
+def read_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """``load_image``, with the number of frames the file holds (only the first is decoded)."""
     if isinstance(source, np.ndarray):
-        return _array_to_bgr(source)
+        return DecodedImage(_array_to_bgr(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
-        path = Path(source)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageError(f"no such file: {path}") from None
-        except IsADirectoryError:
-            raise ImageError(f"is a directory, not an image: {path}") from None
-        except OSError as exc:
-            raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode_image(data, max_pixels=max_pixels)
+        data = read_file(Path(source), max_file_bytes(max_pixels))
+    return decode_image_frames(data, max_pixels=max_pixels)
+
+
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; anything else is an ImageError, never a hang.
+
+    Opened non-blocking and checked on the open descriptor: a FIFO named ``.jpg`` would otherwise block
+    the whole batch until someone writes to it, and a device or socket is no picture either.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ImageError(f"is a directory, not an image: {path}") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError(f"is a directory, not an image: {path}")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"not a regular file (a FIFO, device or socket): {path}")
+        if info.st_size > max_bytes:
+            raise ImageError(f"file is {info.st_size:,} bytes, more than any image within the pixel limit needs "
+                             f"({max_bytes:,}); refused before reading")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - size)):  # bounded even if the file grows
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise ImageError(f"file grew past {max_bytes:,} bytes while it was read; refused")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def image_pixels(data: bytes) -> int:
+    """Width x height from the header alone (nothing is decoded); 0 when the header cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Exception:  # noqa: BLE001 - whatever is wrong with it, decoding will say so properly
+        return 0
+    return width * height
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, WebP, BMP, TIFF, GIF...) to upright BGR."""
+    return decode_image_frames(data, max_pixels).image
+
+
+def decode_image_frames(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """``decode_image`` with the file's frame count. A multi-frame file (animated GIF, WebP or PNG, a TIFF
+    with pages) is judged on its first frame, the one a viewer shows first."""
     if not data:
         raise ImageError("empty file")
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
@@ -73,6 +148,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
                 )
             if width < 1 or height < 1:
                 raise ImageError(f"image has no pixels ({width}x{height})")
+            frames = max(1, int(getattr(image, "n_frames", 1) or 1))
+            if frames > 1:
+                image.seek(0)  # counting the frames may have moved the file to the last one
             image.load()
     except ImageError:
         raise
@@ -83,8 +161,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated and corrupt data as OSError / SyntaxError.
         raise ImageError(f"corrupt or truncated image: {exc}") from None
-    image = _upright(image)
-    return _pil_to_bgr(image)
+    return DecodedImage(_pil_to_bgr(_upright(image)), frames)
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -3,23 +3,67 @@
 from __future__ import annotations
 
 import glob
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif", ".heic"}
+from maskwatch.images import IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Input:
+    """One thing to analyse: a file, the name to write it under, and why it cannot be read, if known already."""
+
+    path: Path
+    name: Path
+    error: str | None = None
 
 
 def expand_inputs(arguments: list[str]) -> list[tuple[Path, Path]]:
     """(file, name to write it under) pairs; a path that matches nothing is kept so it is reported."""
-    found: list[tuple[Path, Path]] = []
+    return [(found.path, found.name) for found in find_inputs(arguments)]
+
+
+def find_inputs(arguments: list[str]) -> list[Input]:
+    """Every argument gives at least one Input: a path that cannot be looked at (a folder without permission,
+    a name too long), an empty folder and a glob that matches nothing come back with their ``error``, so the
+    batch goes on and reports them."""
+    found: list[Input] = []
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            found += [(p, p.relative_to(path)) for p in files]
-        elif path.exists() or not glob.has_magic(argument):
-            found.append((path, Path(path.name)))
+        try:
+            is_dir, exists = path.is_dir(), path.exists()
+        except OSError as exc:  # is_dir() raises for EACCES and ENAMETOOLONG, not only for a broken path
+            found.append(Input(path, Path(path.name), f"cannot read {path}: {exc.strerror or exc}"))
+            continue
+        if is_dir:
+            files = folder_images(path)
+            found += [Input(p, p.relative_to(path)) for p in files]
+            if not files:
+                found.append(Input(path, Path(path.name), f"no images in folder {path} "
+                                                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})"))
+        elif exists or not glob.has_magic(argument):
+            found.append(Input(path, Path(path.name)))
         else:
             matches = sorted(glob.glob(argument, recursive=True))
             files = [Path(m) for m in matches if Path(m).is_file()]
-            found += [(p, Path(p.name)) for p in files] if files else [(path, Path(path.name))]
+            found += [Input(p, Path(p.name)) for p in files] if files else [Input(path, Path(path.name))]
     return found
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The image files under ``folder``, sorted; sub-folders that cannot be read are skipped."""
+    files: list[Path] = []
+    for root, dirs, names in os.walk(folder):  # os.walk skips unreadable sub-folders instead of raising
+        dirs.sort()
+        for name in names:
+            candidate = Path(root) / name
+            if candidate.suffix.lower() in IMAGE_SUFFIXES and candidate.is_file():
+                files.append(candidate)
+    return sorted(files)
+
+
+def printable_name(path: Path | str) -> str:
+    """``path`` as valid UTF-8 text: bytes that are not UTF-8 (a file name from another system) become
+    backslash escapes, e.g. ``bad\\xffname.jpg``, so that a JSON line or a terminal never gets a raw byte."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -20,6 +20,25 @@ class ModelFileError(RuntimeError):
     """A model file could not be found, downloaded or verified; the message says how to supply it."""
 
 
+def model_load_errors() -> tuple[type[BaseException], ...]:
+    """What loading a missing, corrupt or incompatible model file can raise: ours, OpenCV's and onnxruntime's.
+
+    Every command catches these around building its models and exits 2 with the message, never a traceback.
+    """
+    import cv2
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    ort_errors = tuple(value for value in vars(ort_state).values()
+                       if isinstance(value, type) and issubclass(value, Exception))
+    return (ModelFileError, OSError, ValueError, RuntimeError, cv2.error, *ort_errors)
+
+
+def describe_load_error(exc: BaseException) -> str:
+    """One line for a model that failed to load: the first line of OpenCV's or onnxruntime's message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+
+
 @dataclass(frozen=True)
 class ModelFile:
     """A downloadable model file pinned by its hash."""

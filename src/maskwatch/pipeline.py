@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
 from maskwatch.classifier import MaskClassifier
+from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.crops import face_crop
 from maskwatch.faces import Face, FaceDetector, create_detector
 from maskwatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_image
-from maskwatch.results import WITH_MASK, WITHOUT_MASK, FaceResult, ImageResult
+from maskwatch.labels import two_class as two_class_label
+from maskwatch.options import Options
+from maskwatch.results import FaceResult, ImageResult
 
 
 class MaskDetector:
@@ -19,6 +23,10 @@ class MaskDetector:
     >>> detector = MaskDetector()
     >>> for face in detector.detect("photo.jpg"):
     ...     print(face.box, face.label, face.mask_probability)
+
+    ``label`` is ``with_mask``, ``without_mask`` or ``incorrect_mask`` (a mask under the nose); with
+    ``two_class=True`` a mask worn wrong is reported as ``without_mask``. ``mask_threshold`` overrides the
+    P(with_mask) cut that the classifier file carries (chosen on real scene photos when it was trained).
     """
 
     def __init__(
@@ -27,20 +35,62 @@ class MaskDetector:
         face_model: str | os.PathLike | None = None,
         classifier: str | os.PathLike | MaskClassifier | None = None,
         face_threshold: float | None = None,
-        mask_threshold: float = 0.5,
+        mask_threshold: float | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        two_class: bool = False,
     ) -> None:
+        """The simple way in; ``MaskDetector.from_options`` takes every setting (``maskwatch.Options``).
+
+        A ``face_detector`` object is used as it is: configure it before passing it in.
+        """
         if isinstance(face_detector, str):
-            options: dict[str, object] = {"model_path": face_model}
-            if face_threshold is not None:
-                options["score_threshold"] = face_threshold
-            face_detector = create_detector(face_detector, **options)
-        elif face_threshold is not None:
-            face_detector.score_threshold = face_threshold
+            options = Options(detector=face_detector, face_model=None if face_model is None else str(face_model),
+                              face_threshold=face_threshold)
+            face_detector = create_detector(options.detector, **options.detector_settings())
         self.faces = face_detector
         self.classifier = classifier if isinstance(classifier, MaskClassifier) else MaskClassifier(classifier)
-        self.mask_threshold = mask_threshold
+        model_point = self.classifier.operating_point
+        self.operating_point = OperatingPoint(
+            model_point.mask_threshold if mask_threshold is None else float(mask_threshold),
+            model_point.incorrect_threshold,
+        )
+        self.two_class = two_class
         self.max_pixels = max_pixels
+
+    @classmethod
+    def from_options(cls, options: Options | None = None) -> MaskDetector:
+        """The detector every command builds: both models set up from one ``Options``."""
+        options = options or Options()
+        faces = create_detector(options.detector, **options.detector_settings())
+        classifier = MaskClassifier(options.classifier, threads=options.threads)
+        return cls(faces, classifier=classifier, mask_threshold=options.mask_threshold,
+                   max_pixels=options.max_pixels, two_class=options.two_class)
+
+    @property
+    def mask_threshold(self) -> float:
+        """The P(with_mask) at or above which a face is labelled ``with_mask``."""
+        return self.operating_point.mask_threshold
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels results can carry: the classifier's, without ``incorrect_mask`` in two-class mode."""
+        return list(dict.fromkeys(self.label_of(label) for label in self.classifier.labels))
+
+    def label_of(self, label: str) -> str:
+        return two_class_label(label) if self.two_class else label
+
+    def project(self, probabilities: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classifier labels) as columns of ``self.labels`` (merged in two-class mode)."""
+        probabilities = np.asarray(probabilities, np.float64).reshape(-1, len(self.classifier.labels))
+        labels = self.labels
+        out = np.zeros((len(probabilities), len(labels)))
+        for k, label in enumerate(self.classifier.labels):
+            out[:, labels.index(self.label_of(label))] += probabilities[:, k]
+        return out
+
+    def decide(self, probabilities: np.ndarray) -> list[str]:
+        """Labels for rows of class probabilities, by the operating point (and the two-class option)."""
+        return [self.label_of(label) for label in self.operating_point.labels(probabilities, self.classifier.labels)]
 
     def detect(self, image: ImageInput) -> list[FaceResult]:
         """Faces in ``image`` (a BGR array, a path or encoded bytes), largest confidence first.
@@ -53,20 +103,25 @@ class MaskDetector:
         """Faces in an already decoded, upright BGR image."""
         return self.classify(image, self.faces.detect(image))
 
-    def classify(self, image: np.ndarray, faces: list[Face]) -> list[FaceResult]:
-        """Attach mask labels to faces found by any detector (or given by a tracker)."""
+    def face_probabilities(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """Class probabilities (N, classifier labels) of faces in ``image``: the one crop, the one model call."""
         size, margin = self.classifier.input_size, self.classifier.crop_margin
-        crops = [face_crop(image, face.box, size, margin) for face in faces]
-        probabilities = self.classifier.mask_probability(crops)
+        return self.classifier.probabilities([face_crop(image, face.box, size, margin) for face in faces])
+
+    def classify(self, image: np.ndarray, faces: Sequence[Face]) -> list[FaceResult]:
+        """Attach mask labels to faces found by any detector (or given by a tracker)."""
+        probabilities = self.face_probabilities(image, faces)
+        labels = self.classifier.labels
         return [
             FaceResult(
                 box=face.box,
                 score=face.score,
                 landmarks=face.landmarks,
-                label=WITH_MASK if p >= self.mask_threshold else WITHOUT_MASK,
-                mask_probability=float(p),
+                label=label,
+                mask_probability=float(p[self.classifier.mask_index]),
+                probabilities={name: float(value) for name, value in zip(labels, p, strict=True)},
             )
-            for face, p in zip(faces, probabilities, strict=True)
+            for face, p, label in zip(faces, probabilities, self.decide(probabilities), strict=True)
         ]
 
     def analyze(self, source: ImageInput, name: str | None = None) -> tuple[ImageResult, np.ndarray | None]:
@@ -79,8 +134,12 @@ class MaskDetector:
             image = load_image(source, self.max_pixels)
         except ImageError as exc:
             return ImageResult(file=label, error=str(exc)), None
+        return self.result(image, label), image
+
+    def result(self, image: np.ndarray, name: str) -> ImageResult:
+        """The result for an already decoded, upright BGR image: what ``analyze`` and the web service return."""
         height, width = image.shape[:2]
-        return ImageResult(file=label, width=width, height=height, faces=self.detect_array(image)), image
+        return ImageResult(file=name, width=width, height=height, faces=self.detect_array(image))
 
 
 _default: MaskDetector | None = None

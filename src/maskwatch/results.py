@@ -12,31 +12,32 @@ from typing import Any
 
 import numpy as np
 
-WITH_MASK = "with_mask"
-WITHOUT_MASK = "without_mask"
+from maskwatch.boxes import Box, HasBox
+from maskwatch.labels import INCORRECT_MASK, LABELS, WITH_MASK, WITHOUT_MASK
+
+__all__ = ["INCORRECT_MASK", "LABELS", "WITHOUT_MASK", "WITH_MASK", "FaceResult", "ImageResult"]
 
 
-@dataclass
-class FaceResult:
-    """One face: where it is, how sure the detector is, and whether it wears a mask."""
+@dataclass(eq=False)
+class FaceResult(HasBox):
+    """One face: where it is, how sure the detector is, and whether it wears a mask (and wears it right)."""
 
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
+    box: Box  # x1, y1, x2, y2 in image pixels
     score: float  # face detector confidence
     landmarks: np.ndarray  # (5, 2): right eye, left eye, nose tip, right and left mouth corners
-    label: str  # "with_mask" or "without_mask"
-    mask_probability: float  # P(with_mask) from the classifier
+    label: str  # "with_mask", "without_mask" or "incorrect_mask" (a mask under the nose)
+    mask_probability: float  # P(with_mask): P(a mask worn correctly) from the classifier
+    probabilities: dict[str, float] = field(default_factory=dict)  # P(label) for every label the model knows
 
     @property
     def has_mask(self) -> bool:
+        """Whether the face wears a mask correctly (a mask under the nose does not count)."""
         return self.label == WITH_MASK
 
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FaceResult):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class FaceResult:
             "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
             "label": self.label,
             "mask_probability": round(float(self.mask_probability), 4),
+            "probabilities": {label: round(float(p), 4) for label, p in self.probabilities.items()},
         }
 
 

@@ -11,15 +11,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from maskwatch.boxes import iou
 
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x1, y1, x2, y2) boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+__all__ = ["face_patch", "free_spot", "iou", "paste"]
 
 
 def face_patch(image: np.ndarray, box: Sequence[float], height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

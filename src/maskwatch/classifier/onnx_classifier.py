@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from maskwatch.classifier.decision import OperatingPoint
+from maskwatch.labels import WITH_MASK
+
 DEFAULT_CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "models" / "mask_classifier.onnx"
 METADATA_KEY = "maskwatch"
-MASK_LABEL = "with_mask"
 
 
 class MaskClassifier:
@@ -42,7 +44,13 @@ class MaskClassifier:
         self.mean = np.asarray(self.metadata["mean"], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(self.metadata["std"], np.float32).reshape(1, 3, 1, 1)
         self.channel_order = self.metadata.get("channel_order", "RGB")
-        self.mask_index = self.labels.index(MASK_LABEL)
+        if WITH_MASK not in self.labels:
+            raise ValueError(f"{self.path}: the model's labels {self.labels} do not include {WITH_MASK!r}")
+        self.mask_index = self.labels.index(WITH_MASK)
+        # The thresholds chosen when the model was trained (on real scene faces); 0.5 for older files.
+        point = self.metadata.get("operating_point") or {}
+        self.operating_point = OperatingPoint(float(point.get("mask_threshold", 0.5)),
+                                              float(point.get("incorrect_threshold", 0.5)))
         self.input_name = self.session.get_inputs()[0].name
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -57,7 +65,7 @@ class MaskClassifier:
             if crop.shape[:2] != (self.input_size, self.input_size):
                 raise ValueError(f"crop of shape {crop.shape} given; the model takes {self.input_size} px")
         (probs,) = self.session.run(None, {self.input_name: self.preprocess(crops)})
-        return probs
+        return np.asarray(probs)
 
     def mask_probability(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """P(with_mask) for each crop, shape (N,)."""

@@ -6,14 +6,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from maskwatch.classifier.onnx_classifier import MASK_LABEL, MaskClassifier
-from maskwatch.crops import face_crop
-from maskwatch.faces import Face
+from maskwatch.labels import INCORRECT_MASK, WITHOUT_MASK, canonical_label
+from maskwatch.pipeline import MaskDetector
 
 IGNORE = "ignore"
-# Public face-mask sets (e.g. the Kaggle "Face Mask Detection" VOC set) have a third class for masks
-# worn below the nose; it protects no better than no mask, so it is scored as without_mask unless mapped.
-DEFAULT_LABEL_MAP = {"mask_weared_incorrect": "without_mask"}
+# Public face-mask sets (e.g. the Kaggle "Face Mask Detection" VOC set) call a mask worn below the nose
+# "mask_weared_incorrect": it counts as incorrect_mask for a model that has that label, and as
+# without_mask (it protects no better than none) for a two-class model or in two-class mode.
+DEFAULT_LABEL_MAP = {"mask_weared_incorrect": WITHOUT_MASK, INCORRECT_MASK: WITHOUT_MASK}
 
 
 def parse_label_map(items: Iterable[str], labels: Sequence[str]) -> dict[str, str]:
@@ -33,28 +33,24 @@ def parse_label_map(items: Iterable[str], labels: Sequence[str]) -> dict[str, st
 
 
 def map_label(name: str, mapping: dict[str, str], labels: Sequence[str]) -> str | None:
-    """The model label an annotated class counts as; None when it is ignored or unknown."""
-    if name in labels:
-        return name
+    """The model label an annotated class counts as; None when it is ignored or unknown.
+
+    A name the user mapped wins; then the name itself, or its usual alias (``labels.py``), when the model
+    has that label; then the default map.
+    """
+    explicit = mapping.get(name)
+    if explicit is not None and DEFAULT_LABEL_MAP.get(name) != explicit:
+        return None if explicit == IGNORE else explicit
+    if canonical_label(name) in labels:
+        return canonical_label(name)
     target = mapping.get(name)
     return None if target in (None, IGNORE) else target
 
 
-def face_probabilities(classifier: MaskClassifier, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-    """Class probabilities (N, labels) for faces of ``image``, cropped exactly as the pipeline crops them."""
-    crops = [face_crop(image, face.box, classifier.input_size, classifier.crop_margin) for face in faces]
-    return classifier.probabilities(crops)
-
-
-def predict(probabilities: np.ndarray, labels: Sequence[str], mask_threshold: float) -> np.ndarray:
-    """Label indices by the pipeline's rule: with_mask when P(with_mask) >= threshold, else the likeliest other."""
-    probabilities = np.asarray(probabilities, float)
-    if len(probabilities) == 0:
-        return np.zeros(0, int)
-    mask = list(labels).index(MASK_LABEL)
-    others = probabilities.copy()
-    others[:, mask] = -1.0
-    return np.where(probabilities[:, mask] >= mask_threshold, mask, others.argmax(axis=1))
+def predict(detector: MaskDetector, probabilities: np.ndarray) -> np.ndarray:
+    """Indices into ``detector.labels`` by the pipeline's own rule (operating point, two-class option)."""
+    labels = detector.labels
+    return np.array([labels.index(label) for label in detector.decide(probabilities)], int)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from maskwatch.classifier.onnx_classifier import MASK_LABEL
-from maskwatch.evaluation.common import IGNORE, face_probabilities, fmt, map_label, markdown_table, predict
-from maskwatch.images import ImageError, load_image
+from maskwatch.evaluation.common import IGNORE, fmt, map_label, markdown_table, predict
+from maskwatch.images import IMAGE_SUFFIXES, ImageError, load_image
+from maskwatch.labels import WITH_MASK as MASK_LABEL
 from maskwatch.pipeline import MaskDetector
-from maskwatch.training.data import IMAGE_SUFFIXES
 from maskwatch.training.metrics import classification_report, expected_calibration_error, roc_auc
 
 
@@ -44,7 +43,7 @@ def scan_face_folders(root: Path, labels: list[str], mapping: dict[str, str]) ->
 
 def evaluate_faces(root: str | Path, detector: MaskDetector, mapping: dict[str, str],
                    progress: bool = False) -> dict:
-    labels = detector.classifier.labels
+    labels = detector.labels
     items = scan_face_folders(Path(root), labels, mapping)
     index = {label: i for i, label in enumerate(labels)}
     y, probabilities, images = [], [], []
@@ -64,16 +63,16 @@ def evaluate_faces(root: str | Path, detector: MaskDetector, mapping: dict[str, 
             entry["error"] = "no face found"
             continue
         largest = max(faces, key=lambda f: f.width * f.height)
-        probabilities.append(face_probabilities(detector.classifier, image, [largest])[0])
+        probabilities.append(detector.face_probabilities(image, [largest])[0])
         y.append(index[label])
         entry.update(faces=len(faces), box=[round(float(v), 1) for v in largest.box])
-    return _face_scores(np.array(y, int), np.reshape(probabilities, (-1, len(labels))), labels,
+    raw = np.reshape(probabilities, (-1, len(detector.classifier.labels)))
+    return _face_scores(np.array(y, int), detector.project(raw), predict(detector, raw), labels,
                         detector.mask_threshold, images, missed, str(root))
 
 
-def _face_scores(y: np.ndarray, probabilities: np.ndarray, labels: list[str], mask_threshold: float,
-                 images: list[dict], missed: Counter, root: str) -> dict:
-    predicted = predict(probabilities, labels, mask_threshold)
+def _face_scores(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray, labels: list[str],
+                 mask_threshold: float, images: list[dict], missed: Counter, root: str) -> dict:
     for entry, p, k in zip((e for e in images if "error" not in e), probabilities, predicted, strict=True):
         entry.update(predicted=labels[k], p_with_mask=round(float(p[labels.index(MASK_LABEL)]), 4))
     scores = classification_report(y, predicted, labels)

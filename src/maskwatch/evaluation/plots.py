@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -27,7 +28,7 @@ def _save(figure: Figure, ax: Axes, path: Path, xlabel: str, ylabel: str, title:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(loc=legend)
+    ax.legend(loc=cast(Any, legend))  # matplotlib's stubs list the locations as literals
     figure.savefig(path)
     return path
 

@@ -9,6 +9,7 @@ is the file that ships, not the PyTorch head that trained it.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -17,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from maskwatch.classifier.onnx_classifier import MASK_LABEL, MaskClassifier
+from maskwatch.classifier.onnx_classifier import MaskClassifier
 from maskwatch.evaluation import plots
 from maskwatch.evaluation.appearance import APPEARANCES, mask_appearance
 from maskwatch.evaluation.calibration import CALIBRATED_NAME, write_calibrated_model
 from maskwatch.evaluation.common import fmt, markdown_table
 from maskwatch.faces import YuNetDetector
+from maskwatch.labels import WITH_MASK as MASK_LABEL
 from maskwatch.model_files import cache_dir as default_cache_dir
 from maskwatch.training.augment import EVAL_FACE_SIZES, as_small_face, resize_to
 from maskwatch.training.data import Sample, read_split
@@ -121,9 +123,12 @@ def load_run(run: Path, data_dir: str | Path | None, cache_dir: str | Path | Non
     classifier = MaskClassifier(run / MODEL_NAME)
     if classifier.labels != report["labels"]:
         raise ValueError(f"{run / MODEL_NAME} has labels {classifier.labels}, the run {report['labels']}")
-    data_root = Path(data_dir or config["data_dir"])
+    roots = [Path(p) for p in [config["data_dir"], *config.get("extra_data", [])]]
+    if data_dir:
+        roots[0] = Path(data_dir)
+    data_root = roots[0]
     cache = _crop_cache(config, cache_dir, face_model)
-    samples = [s for s in read_split(run / "split.csv", data_root) if s.split in ("val", "test")]
+    samples = [s for s in read_split(run / "split.csv", roots) if s.split in ("val", "test")]
     records = _build_crops(cache, samples, data_root)
     readable = [s for s in samples if not records[s.sha256].error]
     test = [s for s in readable if s.split == "test"]
@@ -134,12 +139,16 @@ def load_run(run: Path, data_dir: str | Path | None, cache_dir: str | Path | Non
                    {s.sha256: cache.load(s.sha256) for s in test})
 
 
+def _small_view(crop: np.ndarray, px: int, size: int, margin: float) -> np.ndarray:
+    return as_small_face(crop, px, size, margin)
+
+
 def views(classifier: MaskClassifier) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Training's evaluation views of a cached crop: the clean crop at the model input, and each face size."""
     size, margin = classifier.input_size, classifier.crop_margin
     made: dict[str, Callable[[np.ndarray], np.ndarray]] = {"clean": lambda crop: resize_to(crop, size)}
     for px in EVAL_FACE_SIZES:
-        made[str(px)] = lambda crop, px=px: as_small_face(crop, px, size, margin)
+        made[str(px)] = functools.partial(_small_view, px=px, size=size, margin=margin)
     return made
 
 

@@ -8,23 +8,17 @@ from typing import Protocol
 
 import numpy as np
 
+from maskwatch.boxes import Box, HasBox
+
 
 @dataclass
-class Face:
+class Face(HasBox):
     """One detected face, in pixels of the image it was found in."""
 
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    box: Box  # x1, y1, x2, y2
     score: float
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((5, 2), np.float32))
     # Landmark order (YuNet's): right eye, left eye, nose tip, right mouth corner, left mouth corner.
-
-    @property
-    def width(self) -> float:
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
 
 
 class FaceDetector(Protocol):

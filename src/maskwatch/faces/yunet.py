@@ -6,14 +6,16 @@ net, map boxes back, and merge the passes of a multi-scale run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 
 from maskwatch.faces.base import Face, register_detector
-from maskwatch.model_files import ModelFile, resolve
+from maskwatch.model_files import ModelFile, ModelFileError, describe_load_error, resolve
 
 YUNET = ModelFile(
     name="face_detection_yunet_2023mar.onnx",
@@ -52,6 +54,10 @@ MAX_PASS_LONG_SIDE = 4096
 EXTRA_PASS_MAX_FACE = 128
 # Faces lower than this (px in the image) are dropped: too small to classify, and mostly texture.
 MIN_FACE_PX = 12
+# OpenCV's net keeps the buffers of the largest input it has run on for as long as it lives: after a 40 MP
+# photo (passes up to 4096x2731) a worker thread held 690 MB more than before, for good. A thread whose
+# pass was larger than this drops its net afterwards; creating a new one from the bytes takes about 4 ms.
+KEEP_NET_MAX_PIXELS = 4_000_000
 
 
 @register_detector("yunet")
@@ -84,6 +90,7 @@ class YuNetDetector:
         self._model_bytes = np.frombuffer(self.model_path.read_bytes(), np.uint8)
         # cv2.FaceDetectorYN keeps per-call state (input size): one instance per thread.
         self._local = threading.local()
+        self._detector()  # a corrupt or foreign file fails here, at load time, not at the first photo
 
     def base_scale(self, width: int, height: int) -> float:
         long_side = max(width, height)
@@ -124,15 +131,22 @@ class YuNetDetector:
         if len(rows) > 1 and len(found):
             found = self._suppress(found)
         found = drop_face_parts(found[np.argsort(-found[:, 14])])
+        if max(scales) ** 2 * width * height > KEEP_NET_MAX_PIXELS:
+            self._local.detector = None  # give its large buffers back (see KEEP_NET_MAX_PIXELS)
         return [self._to_face(row, width, height) for row in found]
 
     def _detector(self) -> cv2.FaceDetectorYN:
         detector = getattr(self._local, "detector", None)
         if detector is None:
-            detector = cv2.FaceDetectorYN.create(
-                "onnx", self._model_bytes, np.zeros(0, np.uint8), (320, 320),
-                self.score_threshold, self.nms_threshold, self.top_k,
-            )
+            try:
+                with quiet_opencv():
+                    detector = cv2.FaceDetectorYN.create(
+                        "onnx", self._model_bytes, np.zeros(0, np.uint8), (320, 320),
+                        self.score_threshold, self.nms_threshold, self.top_k,
+                    )
+            except cv2.error as exc:
+                raise ModelFileError(f"cannot load the face model {self.model_path}: not a YuNet ONNX file "
+                                     f"OpenCV can read ({describe_load_error(exc)})") from None
             self._local.detector = detector
         detector.setScoreThreshold(self.score_threshold)
         return detector
@@ -174,6 +188,21 @@ class YuNetDetector:
         x1, y1 = max(0.0, x), max(0.0, y)
         x2, y2 = min(float(width), x + w), min(float(height), y + h)
         return Face(box=(x1, y1, x2, y2), score=float(row[14]), landmarks=row[4:14].reshape(5, 2).copy())
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """OpenCV logs at ERROR only while a net is created: OpenCV 5 warns on every creation that
+    "Targets are not supported by the new graph engine" (a target we never set). Errors still show, and
+    failures still raise cv2.error. The level is process-wide, so another thread's warning in these few
+    milliseconds is lost too; no other code of ours logs through OpenCV."""
+    logging = cv2.utils.logging
+    previous = logging.getLogLevel()
+    logging.setLogLevel(min(previous, logging.LOG_LEVEL_ERROR))
+    try:
+        yield
+    finally:
+        logging.setLogLevel(previous)
 
 
 # Parts of a face that YuNet, mostly in an enlarged pass, takes for faces of their own: a chin or a

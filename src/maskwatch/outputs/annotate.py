@@ -7,24 +7,34 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
+from maskwatch.labels import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
 from maskwatch.results import FaceResult
 
 GREEN = (60, 180, 60)  # BGR
 RED = (40, 40, 220)
+ORANGE = (0, 140, 255)
+# Each label's box colour and caption (the web page uses the same colours in app.js / style.css).
+STYLE = {WITH_MASK: (GREEN, "mask"), WITHOUT_MASK: (RED, "no mask"), INCORRECT_MASK: (ORANGE, "mask below nose")}
+
+
+def label_confidence(face: FaceResult) -> float:
+    """The probability of the face's own label (P(with_mask) or its complement for two-label results)."""
+    if face.label in face.probabilities:
+        return float(face.probabilities[face.label])
+    return face.mask_probability if face.has_mask else 1.0 - face.mask_probability
 
 
 def draw_results(image: np.ndarray, faces: Iterable[FaceResult], copy: bool = True) -> np.ndarray:
-    """Box each face, green with a mask and red without, and write the label and its probability."""
+    """Box each face (green: mask, red: no mask, orange: mask below the nose); write the label and its probability."""
     canvas = image.copy() if copy else image
     scale = max(canvas.shape[:2]) / 1000.0
     thickness = max(1, round(2 * scale))
     font_scale = max(0.4, 0.6 * scale)
     for face in faces:
-        color = GREEN if face.has_mask else RED
+        color, caption = STYLE.get(face.label, (RED, face.label))
         x1, y1, x2, y2 = (round(v) for v in face.box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-        confidence = face.mask_probability if face.has_mask else 1.0 - face.mask_probability
-        text = f"{'mask' if face.has_mask else 'no mask'} {confidence:.0%}"
+        text = f"{caption} {label_confidence(face):.0%}"
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         top = y1 - th - baseline - 2 if y1 - th - baseline - 2 >= 0 else y2
         cv2.rectangle(canvas, (x1, top), (x1 + tw + 4, top + th + baseline + 2), color, cv2.FILLED)

@@ -36,7 +36,8 @@ def as_small_face(crop: np.ndarray, face_px: float, out_size: int, margin: float
 
 def jpeg(crop: np.ndarray, quality: int) -> np.ndarray:
     ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else crop
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+    return crop if decoded is None else np.asarray(decoded)
 
 
 def replace_surround(view: np.ndarray, rng: np.random.Generator, margin: float = DEFAULT_MARGIN) -> np.ndarray:
@@ -74,7 +75,7 @@ def occlude_lower_face(view: np.ndarray, rng: np.random.Generator, margin: float
     lo, inner = face_in_crop(size, margin)
     cheek = view[int(lo + 0.45 * inner):int(lo + 0.6 * inner), int(lo + 0.2 * inner):int(lo + 0.8 * inner)]
     colour = np.median(cheek.reshape(-1, 3), axis=0) * rng.uniform(0.85, 1.1)
-    alpha = np.zeros((size, size), np.float32)
+    alpha: np.ndarray = np.zeros((size, size), np.float32)
     cx = size / 2 + rng.uniform(-0.1, 0.1) * inner
     cy = lo + rng.uniform(0.68, 0.85) * inner
     palm = (int(rng.uniform(0.22, 0.34) * inner), int(rng.uniform(0.12, 0.2) * inner))
@@ -149,7 +150,7 @@ def paint_mask(view: np.ndarray, rng: np.random.Generator, margin: float = DEFAU
     edge += [at(0.5 + np.sin(a) * (0.36 + width), side_bottom + (bottom - side_bottom) * np.cos(a))
              for a in np.linspace(np.pi / 2, -np.pi / 2, 15)]
     edge += [at(0.5 - 0.44 - width, side_bottom)]
-    alpha = np.zeros((size, size), np.float32)
+    alpha: np.ndarray = np.zeros((size, size), np.float32)
     cv2.fillPoly(alpha, [np.round(np.array(edge)).astype(np.int32)], 1.0)
     alpha = cv2.GaussianBlur(alpha, (0, 0), max(0.7, size / 160))[:, :, None]
 

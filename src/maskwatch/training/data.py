@@ -1,4 +1,9 @@
-"""Class-per-folder data sets and a stratified, leakage-free train/val/test split."""
+"""Training data: class-per-folder sets and VOC scene sets, and a stratified, leakage-free train/val/test split.
+
+A class-per-folder set gives one sample per image (its face is found by YuNet when the crops are cut); a
+scene set gives one sample per annotated face box. Scene sets bring their own fixed split (``manifest.csv``);
+class-per-folder sets are split 60/20/20 here with duplicates kept on one side.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +11,56 @@ import csv
 import hashlib
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+from maskwatch.images import IMAGE_SUFFIXES
+from maskwatch.labels import canonical_label
+
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)  # the paper's 60/20/20
 
 
 @dataclass
 class Sample:
+    """One training face: a whole image (class-per-folder sets) or one annotated box of a scene."""
+
     path: Path
     label: str
+    # The item's key everywhere (crop cache, views, fingerprints): the file's sha256 for a whole image; for a
+    # scene box, the sha256 of "<file sha256>:<box>" (one image holds many faces).
     sha256: str
     group: str = ""  # samples sharing a group always land in the same split
     split: str = ""
+    box: tuple[float, float, float, float] | None = None  # the annotated face in a scene; None: find it with YuNet
+    source: int = 0  # index of the data folder it came from (TrainConfig.data_dirs)
 
     def relative(self, root: Path) -> str:
         return self.path.relative_to(root).as_posix()
 
 
-def scan_dataset(root: str | Path) -> tuple[list[Sample], list[str]]:
+# Annotated faces lower than this are left out of training: a few pixels carry no mask to learn.
+MIN_SCENE_FACE_PX = 8
+
+
+def box_key(image_sha256: str, box: tuple[float, float, float, float]) -> str:
+    return hashlib.sha256(f"{image_sha256}:{','.join(f'{v:g}' for v in box)}".encode()).hexdigest()
+
+
+def is_scene_set(root: Path) -> bool:
+    """A VOC scene set has .xml annotations (beside the images, or in ``annotations/``)."""
+    return (root / "annotations").is_dir() or any(root.glob("*.xml"))
+
+
+def scan_dataset(root: str | Path, source: int = 0) -> tuple[list[Sample], list[str]]:
     """Every image under ``root/<label>/`` with its sha256; labels are the sorted folder names."""
     root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder")
     labels = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(labels) < 2:
         raise ValueError(f"{root} needs one folder per class (at least two), found {labels}")
@@ -40,8 +69,46 @@ def scan_dataset(root: str | Path) -> tuple[list[Sample], list[str]]:
         for path in sorted((root / label).rglob("*")):
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                samples.append(Sample(path=path, label=label, sha256=digest, group=digest))
+                samples.append(Sample(path=path, label=label, sha256=digest, group=digest, source=source))
     return samples, labels
+
+
+def scan_scenes(root: str | Path, source: int = 0) -> tuple[list[Sample], list[str]]:
+    """One sample per annotated face of a VOC scene set, labels mapped to maskwatch's (``labels.py``).
+
+    The split comes from the set's ``manifest.csv`` (``split`` column) when it has one; the faces of one
+    image share a group, so a set without a manifest is split image by image.
+    """
+    from maskwatch.voc import find_scenes, manifest_splits, read_voc
+
+    root = Path(root)
+    pairs, _ = find_scenes(root)
+    if not pairs:
+        raise ValueError(f"no VOC annotation (.xml) files with their images under {root}")
+    splits = manifest_splits(root)
+    samples = []
+    for image, xml in pairs:
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()
+        split = splits.get(xml.relative_to(root).as_posix(), "")
+        for name, box, _difficult in read_voc(xml)[1]:
+            if box[3] - box[1] < MIN_SCENE_FACE_PX:
+                continue
+            samples.append(Sample(path=image, label=canonical_label(name), sha256=box_key(digest, box),
+                                  group=digest, split=split, box=box, source=source))
+    return samples, sorted({s.label for s in samples})
+
+
+def scan_sources(roots: Sequence[str | Path]) -> tuple[list[Sample], list[str]]:
+    """Samples of every data folder (class-per-folder or VOC scenes), each tagged with its folder's index;
+    the labels are the sorted union."""
+    samples: list[Sample] = []
+    labels: set[str] = set()
+    for index, root in enumerate(roots):
+        scan = scan_scenes if is_scene_set(Path(root)) else scan_dataset
+        found, names = scan(root, source=index)
+        samples += found
+        labels.update(names)
+    return samples, sorted(labels)
 
 
 def split_samples(
@@ -56,7 +123,8 @@ def split_samples(
     rng = random.Random(seed)
     groups: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
-        groups[sample.group or sample.sha256].append(sample)
+        if not sample.split:  # a scene set's fixed split is kept
+            groups[sample.group or sample.sha256].append(sample)
     # Stratify by the group's majority label; a group is never cut, even if its labels differ.
     by_label: dict[str, list[list[Sample]]] = defaultdict(list)
     for key in sorted(groups):
@@ -77,21 +145,27 @@ def split_samples(
     return samples
 
 
-def write_split(samples: list[Sample], root: Path, path: Path) -> None:
+def write_split(samples: list[Sample], roots: list[Path], path: Path) -> None:
+    """One row per sample: its file relative to its data folder (``source`` indexes the folders) and its box."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "label", "sha256", "group", "split"])
-        for s in sorted(samples, key=lambda s: s.relative(root)):
-            writer.writerow([s.relative(root), s.label, s.sha256, s.group, s.split])
+        writer.writerow(["file", "label", "sha256", "group", "split", "source", "box"])
+        for s in sorted(samples, key=lambda s: (s.source, s.relative(roots[s.source]), s.sha256)):
+            box = " ".join(f"{v:g}" for v in s.box) if s.box else ""
+            writer.writerow([s.relative(roots[s.source]), s.label, s.sha256, s.group, s.split, s.source, box])
 
 
-def read_split(path: Path, root: Path) -> list[Sample]:
+def read_split(path: Path, roots: list[Path]) -> list[Sample]:
+    """The samples ``write_split`` wrote; files written before sources existed belong to ``roots[0]``."""
+    samples = []
     with open(path, newline="") as handle:
-        return [
-            Sample(path=root / row["file"], label=row["label"], sha256=row["sha256"], group=row["group"],
-                   split=row["split"])
-            for row in csv.DictReader(handle)
-        ]
+        for row in csv.DictReader(handle):
+            source = int(row.get("source") or 0)
+            box_text = row.get("box") or ""
+            box = tuple(float(v) for v in box_text.split()) if box_text else None
+            samples.append(Sample(path=Path(roots[source]) / row["file"], label=row["label"], sha256=row["sha256"],
+                                  group=row["group"], split=row["split"], box=box, source=source))  # type: ignore[arg-type]
+    return samples
 
 
 def fingerprint(samples: list[Sample], with_split: bool = False) -> str:

@@ -21,7 +21,7 @@ def export_onnx(model: MaskNet, path: Path, input_size: int, metadata: dict[str,
     dummy = torch.zeros(1, 3, input_size, input_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model, dummy, str(path), input_names=["image"], output_names=["probabilities"],
+        model, (dummy,), str(path), input_names=["image"], output_names=["probabilities"],
         dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
         opset_version=OPSET, dynamo=False,
     )

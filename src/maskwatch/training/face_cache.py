@@ -3,7 +3,8 @@
 Every image, whatever its format or size, goes through the same path as at
 inference: decode -> YuNet -> the square crop of ``maskwatch.crops``. The
 largest face above the detector threshold is the sample's face; when there is
-none, the whole image is used and counted.
+none, the whole image is used and counted. A scene sample comes with its
+annotated box, which is cropped as it is (no detector run).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class FaceCropCache:
         self.margin = margin
         self.index_path = self.folder / "index.jsonl"
         self.records: dict[str, CropRecord] = {}
+        self._decoded: tuple[Path, np.ndarray | ImageError] | None = None  # a scene's faces decode it once
         if self.index_path.exists():
             for line in self.index_path.read_text().splitlines():
                 record = CropRecord(**json.loads(line))
@@ -78,12 +80,27 @@ class FaceCropCache:
             raise FileNotFoundError(self.crop_path(sha256))
         return crop
 
+    def _decode(self, path: Path) -> np.ndarray:
+        if self._decoded is None or self._decoded[0] != path:
+            try:
+                self._decoded = (path, load_image(path))
+            except ImageError as exc:
+                self._decoded = (path, exc)
+        image = self._decoded[1]
+        if isinstance(image, ImageError):
+            raise image
+        return image
+
     def _crop_one(self, sample: Sample) -> CropRecord:
         try:
-            image = load_image(sample.path)
+            image = self._decode(sample.path)
         except ImageError as exc:
             return CropRecord(sample.sha256, 0, 0, [], None, False, f"{sample.path}: {exc}")
         height, width = image.shape[:2]
+        if sample.box is not None:
+            crop = face_crop(image, sample.box, CACHE_CROP_SIZE, self.margin)
+            cv2.imwrite(str(self.crop_path(sample.sha256)), crop)
+            return CropRecord(sample.sha256, width, height, [], list(sample.box), False)
         faces = self.detector.detect(image)
         detections = [[*map(float, f.box), float(f.score)] for f in faces]
         good = [f for f in faces if f.score >= self.threshold]

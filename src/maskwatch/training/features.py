@@ -37,7 +37,7 @@ class FeatureExtractor:
             freeze(backbone)
             tmp = path.with_suffix(".tmp")
             torch.onnx.export(
-                backbone, torch.zeros(1, 3, input_size, input_size), str(tmp), input_names=["image"],
+                backbone, (torch.zeros(1, 3, input_size, input_size),), str(tmp), input_names=["image"],
                 output_names=["features"], dynamic_axes={"image": {0: "n"}, "features": {0: "n"}},
                 opset_version=17, dynamo=False,
             )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,11 +28,10 @@ from tqdm import tqdm
 
 from maskwatch.classifier.onnx_classifier import normalise
 from maskwatch.training.backbones import backbone_spec, create_backbone
+from maskwatch.training.config import Prepared, TrainConfig
 from maskwatch.training.features import to_channels_last, torch_features
 from maskwatch.training.model import feature_module, freeze
-
-if TYPE_CHECKING:
-    from maskwatch.training.train import Prepared, TrainConfig
+from maskwatch.training.objective import VALIDATION_KINDS, class_weights, make_loss, output_activation
 
 BATCH = 32
 # A fresh random view of every training image each epoch; these view numbers are not used by phase 1's views.
@@ -56,7 +54,7 @@ def set_trainable(module: nn.Module, unfreeze: str) -> int:
     """Freeze ``module``, then make its top ``unfreeze`` blocks trainable; returns the trainable parameter count."""
     freeze(module)
     backbone = getattr(module, "backbone", module)  # the paper head's SpatialFeatures wraps the backbone
-    blocks = backbone.blocks()
+    blocks: list[nn.Module] = backbone.blocks()  # type: ignore[operator]  # every registered backbone has blocks()
     chosen = blocks if unfreeze == "all" else blocks[len(blocks) - int(unfreeze):]
     for block in chosen:
         for parameter in block.parameters():
@@ -78,8 +76,6 @@ def finetune(prep: Prepared, head: nn.Module, config: TrainConfig, first_epoch: 
     That may be the start -- phase 1's head on the pretrained backbone -- when no epoch improves on it;
     the summary's ``improved`` says whether phase 2 changed anything.
     """
-    from maskwatch.training.train import VALIDATION_KINDS, make_loss, output_activation
-
     spec = backbone_spec(config.backbone)
     module = feature_module(
         create_backbone(spec.name, pretrained=True, input_size=prep.size, weights_path=config.backbone_weights),
@@ -87,10 +83,12 @@ def finetune(prep: Prepared, head: nn.Module, config: TrainConfig, first_epoch: 
     )
     trainable = set_trainable(module, config.unfreeze)
     head = copy.deepcopy(head)
-    module.to(memory_format=torch.channels_last)
+    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs miss memory_format
     parameters = [p for p in module.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.finetune_lr, weight_decay=config.weight_decay)
-    loss_fn = make_loss(output_activation(config), len(prep.labels))
+    _, y_train = prep.items("train", ["clean"])
+    loss_fn = make_loss(output_activation(config), len(prep.labels),
+                        class_weights(y_train, len(prep.labels), config.class_balance))
     val_kinds = VALIDATION_KINDS
     val_names, y_val = prep.items("val", val_kinds)
     yv = torch.from_numpy(y_val).long()
@@ -110,7 +108,8 @@ def finetune(prep: Prepared, head: nn.Module, config: TrainConfig, first_epoch: 
     print(f"fine-tune ({unfreeze_description(config.unfreeze)}, {trainable:,} trainable parameters): "
           f"start val loss {start_loss:.4f}, val accuracy {start_accuracy:.4f}", flush=True)
     best_loss, best_state = start_loss, _state(module, head)
-    history, waited, began, names = [], 0, time.time(), []
+    history: list[dict] = []
+    waited, began, names = 0, time.time(), list[str]()
     rng = np.random.default_rng(config.seed)
     for epoch in range(config.finetune_epochs):
         started = time.time()

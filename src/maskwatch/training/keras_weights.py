@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -138,5 +139,5 @@ def load_keras_h5(path: str | os.PathLike, layers: Iterable[tuple[str, nn.Module
 def load_resnet50v2_imagenet(model: nn.Module, path: str | os.PathLike | None = None) -> Path:
     """Load Keras' ImageNet ResNet50V2 (notop) into ``model`` (a ``ResNet50V2``); returns the file used."""
     weights = resolve_resnet50v2_weights(path)
-    load_keras_h5(weights, model.keras_layers())
+    load_keras_h5(weights, cast(Any, model).keras_layers())  # a ResNet50V2: nn.Module's type cannot say so
     return weights

@@ -6,19 +6,10 @@ import torch
 from torch import nn
 
 from maskwatch.training.backbones import backbone_spec, create_backbone
+from maskwatch.training.heads import HEADS, build_head, make_head
 
-
-def make_head(feature_dim: int, hidden: int, dropout: float, classes: int = 2) -> nn.Sequential:
-    """GAP features -> Dense(hidden, ReLU) -> Dropout -> Dense(classes)."""
-    return nn.Sequential(
-        nn.Linear(feature_dim, hidden),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, classes),
-    )
-
-
-HEADS = ("gap", "paper")
+__all__ = ["HEADS", "MaskNet", "SpatialFeatures", "activate", "build_head", "build_masknet", "feature_module", "freeze",
+           "make_head"]
 
 
 class SpatialFeatures(nn.Module):
@@ -29,27 +20,13 @@ class SpatialFeatures(nn.Module):
         self.backbone = backbone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_features(x).flatten(1)
+        features: torch.Tensor = self.backbone.forward_features(x)  # type: ignore[operator]  # any backbone
+        return features.flatten(1)
 
 
 def feature_module(backbone: nn.Module, head: str) -> nn.Module:
     """What the head reads: pooled features ("gap") or the flattened feature map ("paper")."""
     return SpatialFeatures(backbone) if head == "paper" else backbone
-
-
-def build_head(kind: str, feature_dim: int, hidden: int, dropout: float, classes: int = 2) -> nn.Module:
-    """A head that returns logits. "paper" is Flatten -> Dense(hidden, ReLU) -> Dropout -> Dense(classes) on the
-    7x7x2048 map, whose sigmoid the exported model applies (``MaskNet(activation="sigmoid")``)."""
-    if kind == "gap":
-        return make_head(feature_dim, hidden, dropout, classes)
-    if kind == "paper":
-        from maskwatch.training.paper import FEATURE_MAP, make_paper_head
-
-        channels = feature_dim // (FEATURE_MAP * FEATURE_MAP)
-        paper = make_paper_head(in_features=feature_dim, hidden=hidden, dropout=dropout, classes=classes)
-        # Cached features are flattened NCHW maps: unflatten, then the paper head flattens channels-last as Keras.
-        return nn.Sequential(nn.Unflatten(1, (channels, FEATURE_MAP, FEATURE_MAP)), *list(paper)[:-1])
-    raise ValueError(f"unknown head {kind!r}; known: {', '.join(HEADS)}")
 
 
 class MaskNet(nn.Module):

@@ -15,47 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from maskwatch.training.backbones.resnet50v2 import FEATURE_DIM, ResNet50V2, resnet50v2
+from maskwatch.training.backbones.resnet50v2 import ResNet50V2, resnet50v2
+from maskwatch.training.heads import FEATURE_MAP, KerasFlatten, make_paper_head
 from maskwatch.training.model import freeze
 
-FEATURE_MAP = 7  # 224 / 32
-
-
-class KerasFlatten(nn.Module):
-    """Flatten (N, C, H, W) in Keras' channels-last order (H, W, C), so that the Dense weights mean
-    the same as in a Keras model of the paper and could be moved between the two."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 2, 3, 1).flatten(1)
-
-
-def make_paper_head(
-    in_features: int = FEATURE_MAP * FEATURE_MAP * FEATURE_DIM,
-    hidden: int = 1024,
-    dropout: float = 0.5,
-    classes: int = 2,
-) -> nn.Sequential:
-    """Flatten -> Dense(hidden, ReLU) -> Dropout -> Dense(classes) -> sigmoid, as the paper.
-
-    The paper uses sigmoid on 2 outputs: each is an independent probability and the
-    two need not sum to 1. For two mutually exclusive classes softmax (maskwatch's
-    own model) is the usual choice; sigmoid is kept here only to reproduce the paper.
-    """
-    hidden_layer = nn.Linear(in_features, hidden)
-    output_layer = nn.Linear(hidden, classes)
-    for layer in (hidden_layer, output_layer):
-        # Keras' Dense defaults (glorot_uniform kernel, zero bias): the head is the part the paper trains.
-        nn.init.xavier_uniform_(layer.weight)
-        nn.init.zeros_(layer.bias)
-    return nn.Sequential(
-        KerasFlatten(),
-        hidden_layer,
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        output_layer,
-        nn.Sigmoid(),
-    )
-
+__all__ = ["FEATURE_MAP", "KerasFlatten", "PaperModel", "make_paper_head"]
 
 class PaperModel(nn.Module):
     """Backbone feature map + paper head. ``forward`` gives the 2 sigmoid outputs; ``logits`` the
@@ -143,11 +107,10 @@ def _keras_count(module: nn.Module) -> tuple[int, int]:
     PyTorch's num_batches_tracked has no Keras counterpart and is left out."""
     params = sum(p.numel() for p in module.parameters())
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    stats = sum(
-        m.running_mean.numel() + m.running_var.numel()
-        for m in module.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
-    )
+    stats = 0
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None:
+            stats += m.running_mean.numel() + m.running_var.numel()
     return params + stats, trainable
 
 

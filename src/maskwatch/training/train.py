@@ -1,8 +1,10 @@
-"""``maskwatch train``: fine-tune a frozen ImageNet backbone with a new head on class-per-folder data.
+"""``maskwatch train``: fine-tune an ImageNet backbone with a new head on class-per-folder and VOC scene data.
 
 Steps: scan and split the data (duplicates kept together) -> cut face crops
 (cached) -> backbone features of augmented views (cached) -> train the head
-with early stopping on validation loss -> test once -> export ONNX with metadata.
+with early stopping on validation loss -> (optionally) fine-tune the backbone -> choose the operating
+point on the scene faces of val -> test once -> export ONNX with metadata. The command (``maskwatch.cli``)
+then writes the evaluation report beside it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import json
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.faces import YuNetDetector
-from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
+from maskwatch.labels import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK, two_class
 from maskwatch.model_files import cache_dir as default_cache_dir
 from maskwatch.training.augment import (
     EVAL_FACE_SIZES,
@@ -34,13 +36,14 @@ from maskwatch.training.augment import (
     resize_to,
 )
 from maskwatch.training.backbones import backbone_spec
+from maskwatch.training.config import Prepared, TrainConfig
 from maskwatch.training.data import (
     NEAR_DUPLICATE_BITS,
     Sample,
     dhash,
     fingerprint,
     group_near_duplicates,
-    scan_dataset,
+    scan_sources,
     split_samples,
     write_split,
 )
@@ -49,68 +52,20 @@ from maskwatch.training.face_cache import FaceCropCache
 from maskwatch.training.features import FeatureExtractor, cached_features, torch_features
 from maskwatch.training.finetune import finetune, unfreeze_description
 from maskwatch.training.metrics import classification_report
-from maskwatch.training.model import MaskNet, activate, build_head, feature_module, freeze
+from maskwatch.training.model import MaskNet, build_head, feature_module, freeze
+from maskwatch.training.objective import (
+    VALIDATION_KINDS,
+    class_weights,
+    make_loss,
+    output_activation,
+    predict,
+)
+from maskwatch.training.operating_point import balanced_accuracy, choose_operating_point
 
-BARE_LABEL = "without_mask"
-MASK_LABEL = "with_mask"
+BARE_LABEL = WITHOUT_MASK
+MASK_LABEL = WITH_MASK
+INCORRECT_LABEL = INCORRECT_MASK
 AUGMENT_VERSION = 3  # bump when augment.py changes, so cached features are recomputed
-# Early stopping and model choice watch the validation loss over clean crops and small-face views alike.
-VALIDATION_KINDS = ["clean", *[f"px{px}" for px in EVAL_FACE_SIZES]]
-
-
-@dataclass
-class TrainConfig:
-    data_dir: str
-    out_dir: str
-    backbone: str = "efficientnet_lite0"
-    input_size: int = 0  # 0: the backbone's default
-    crop_margin: float = 0.2
-    face_threshold: float = DEFAULT_SCORE_THRESHOLD
-    seed: int = 0
-    views: int = 8  # random augmented views of each training image
-    hidden: int = 256
-    dropout: float = 0.3
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    max_epochs: int = 300
-    patience: int = 20
-    face_model: str | None = None
-    cache_dir: str | None = None
-    limit: int = 0  # use only this many images per class (quick runs and tests)
-    head: str = "gap"  # "gap" (maskwatch) or "paper" (Flatten -> Dense(1024) -> Dropout -> Dense(2, sigmoid))
-    backbone_weights: str | None = None  # pretrained weights file instead of the backbone's default source
-    near_duplicates: bool = True  # group near-duplicate crops (dHash) into one split
-    occlusion: bool = True  # hands over bare mouths as hard negatives
-    # Views of each bare training face with a painted mask, labelled with_mask. Off by default: measured, they
-    # did not help on real masks (MODEL_CARD.md, "Black and patterned masks").
-    painted_views: int = 0
-    unfreeze: str = "0"  # phase 2: "0" (none, the paper's frozen backbone), N top blocks, or "all"
-    finetune_lr: float = 1e-5
-    finetune_epochs: int = 8
-    finetune_patience: int = 3
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class Prepared:
-    """Everything a head needs, computed once: the split and the cached backbone features of every view."""
-
-    config: TrainConfig
-    out: Path
-    cache: Path
-    labels: list[str]
-    samples: list[Sample]
-    hashes: dict[str, int]  # dHash of each image's face crop, by file hash
-    by_split: dict[str, list[Sample]]
-    features: Callable[[str, list[str]], tuple[np.ndarray, np.ndarray]]  # (split, view kinds) -> frozen features, y
-    items: Callable[[str, list[str]], tuple[list[str], np.ndarray]]  # (split, view kinds) -> "sha:kind" names, y
-    view: Callable[[str], np.ndarray]  # "sha:kind" -> the view's BGR image at the model input size
-    feature_dim: int
-    size: int
-    counts: dict
-    unreadable: list[str]
-    started: float
 
 
 def prepare(config: TrainConfig) -> Prepared:
@@ -123,7 +78,7 @@ def prepare(config: TrainConfig) -> Prepared:
     size = config.input_size or spec.input_size
     torch.manual_seed(config.seed)
 
-    samples, labels = scan_dataset(config.data_dir)
+    samples, labels = scan_sources(config.data_roots)
     if config.limit:
         samples = _limit_per_class(samples, config.limit, config.seed)
     # One YuNet pass: the faces of the training folders are large, and the crop cache was built this way.
@@ -135,11 +90,12 @@ def prepare(config: TrainConfig) -> Prepared:
     whole_image = {s.sha256 for s in samples if records[s.sha256].whole_image}
 
     hashes = {s.sha256: dhash(crop_cache.load(s.sha256)) for s in samples}
-    plain_leaks = _near_copies_across(samples, hashes, config.seed)
+    unsplit = [s for s in samples if not s.split]  # scene sets bring their own split
+    plain_leaks = _near_copies_across(unsplit, hashes, config.seed)
     if config.near_duplicates:
-        group_near_duplicates(samples, hashes)
+        group_near_duplicates(unsplit, {s.sha256: hashes[s.sha256] for s in unsplit})
     split_samples(samples, seed=config.seed)
-    write_split(samples, Path(config.data_dir), out / "split.csv")
+    write_split(samples, config.data_roots, out / "split.csv")
 
     weights_tag = hashlib.sha256(str(config.backbone_weights or "default").encode()).hexdigest()[:8]
     module = feature_module(_backbone_module(spec.name, size, config.backbone_weights), config.head)
@@ -181,20 +137,26 @@ def prepare(config: TrainConfig) -> Prepared:
         names, y = items(split, kinds)
         return cached_features(extractor, names, view, cache, key, desc=f"features {split}"), y
 
-    group_sizes = Counter(s.group for s in samples)
+    # Duplicate groups are a class-per-folder matter: a scene's faces share a group because they share an image.
+    folder_samples = [s for s in samples if s.box is None]
+    group_sizes = Counter(s.group for s in folder_samples)
     distinct_in_group: dict[str, set[str]] = {}
-    for s in samples:
+    for s in folder_samples:
         distinct_in_group.setdefault(s.group, set()).add(s.sha256)
     counts = {
+        # "images": samples, i.e. photos of class-per-folder sets plus annotated faces of scene sets.
         "images": len(samples) + len(unreadable), "unreadable": len(unreadable),
+        "scene_faces": len(samples) - len(folder_samples),
+        "scene_images": len({s.group for s in samples if s.box is not None}),
         "whole_image_no_face": len(whole_image),
         "whole_image_no_face_in_test": sum(s.sha256 in whole_image for s in by_split["test"]),
-        "byte_identical_groups": sum(1 for n in Counter(s.sha256 for s in samples).values() if n > 1),
+        "byte_identical_groups": sum(1 for n in Counter(s.sha256 for s in folder_samples).values() if n > 1),
         "near_duplicate_groups": sum(1 for v in distinct_in_group.values() if len(v) > 1),
         "images_in_duplicate_groups": sum(n for n in group_sizes.values() if n > 1),
         "plain_split_test_images_with_near_copy_in_train": plain_leaks,
         "near_duplicate_bits": NEAR_DUPLICATE_BITS,
         **{f"{k}_images": len(v) for k, v in by_split.items()},
+        "by_source": source_counts(samples, config.data_roots),
     }
     return Prepared(config, out, cache, labels, samples, hashes, by_split, features, items, view, extractor.feature_dim,
                     size, counts, unreadable, started)
@@ -238,16 +200,31 @@ def finish(
     spec = backbone_spec(config.backbone)
     activation = output_activation(config)
 
-    def scored(kind: str) -> tuple[np.ndarray, np.ndarray]:  # test-split probabilities of one view kind, and y
+    def scored(kind: str, split: str = "test") -> tuple[np.ndarray, np.ndarray]:  # probabilities of a view, y
         if backbone is None:
-            x, y = prep.features("test", [kind])
+            x, y = prep.features(split, [kind])
         else:
-            names, y = prep.items("test", [kind])
+            names, y = prep.items(split, [kind])
             x = torch_features(backbone, spec, names, prep.view)
         return predict(head, x, activation), y
 
+    # Where the probabilities are cut into labels: chosen on the scene sets' validation faces (if any).
+    val_probabilities, y_val = scored("clean", "val")
+    val_sources = np.array([s.source for s in prep.by_split["val"]], int)
+    scene_val = np.array([s.box is not None for s in prep.by_split["val"]], bool)
+    if scene_val.any() and INCORRECT_LABEL in labels:
+        point, operating_search = choose_operating_point(val_probabilities[scene_val], y_val[scene_val], labels)
+        operating_search["chosen_on"] = "validation faces of the scene sets (annotated boxes)"
+    else:
+        point, operating_search = OperatingPoint(), {"chosen_on": "default (no scene set with the three classes)"}
+    val_by_source = {str(root): source_report(val_probabilities[val_sources == i], y_val[val_sources == i],
+                                              labels, point)
+                     for i, root in enumerate(config.data_roots) if (val_sources == i).any()}
+
     probabilities, y_test = scored("clean")
     test = classification_report(y_test, probabilities.argmax(1), labels)
+    # The paper's protocol: two classes (a mask worn wrong counts as none), at the shipped operating point.
+    test_two_class = two_class_accuracy(probabilities, y_test, labels, point)
     by_size = {}
     for px in EVAL_FACE_SIZES:
         probabilities, y_px = scored(f"px{px}")
@@ -261,7 +238,8 @@ def finish(
     if backbone is None:
         backbone = feature_module(_backbone_module(spec.name, size, config.backbone_weights), config.head)
     freeze(backbone)
-    model = MaskNet(backbone.to(memory_format=torch.contiguous_format), head, activation)
+    backbone = backbone.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # stubs lack it
+    model = MaskNet(backbone, head, activation)
     metadata = {
         "labels": labels,
         "input_size": size,
@@ -279,6 +257,10 @@ def finish(
         "split_fingerprint": fingerprint(prep.samples, with_split=True),
         "split_counts": {k: len(v) for k, v in prep.by_split.items()},
         "test_accuracy": test["accuracy"],
+        "test_two_class_accuracy": test_two_class,
+        "operating_point": {**point.to_dict(), "search": operating_search},
+        "val_by_source": {root: {k: r[k] for k in ("n", "accuracy", "balanced_accuracy")}
+                          for root, r in val_by_source.items()},
         "test_accuracy_by_face_px": {k: v["accuracy"] for k, v in by_size.items()},
         "test_bare_with_hand_accuracy": hand_accuracy,
         "test_bare_with_painted_mask_accuracy": paint_accuracy,
@@ -295,7 +277,10 @@ def finish(
         "counts": prep.counts,
         "unreadable": prep.unreadable,
         "test": test,
+        "test_two_class_accuracy": test_two_class,
         "test_by_face_px": by_size,
+        "operating_point": {**point.to_dict(), "search": operating_search},
+        "val_by_source": val_by_source,
         "test_bare_with_hand_accuracy": hand_accuracy,
         "test_bare_with_painted_mask_accuracy": paint_accuracy,
         "epochs": len(history),
@@ -311,10 +296,6 @@ def finish(
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    # Plots, calibration and the misclassified contact sheet beside the report.
-    from maskwatch.evaluation.run_report import write_evaluation
-
-    write_evaluation(out, cache_dir=prep.cache, face_model=config.face_model)
     return report
 
 
@@ -329,7 +310,7 @@ def fit_head(
     torch.manual_seed(config.seed)
     head = build_head(config.head, feature_dim, config.hidden, config.dropout, classes)
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = make_loss(output_activation(config), classes)
+    loss_fn = make_loss(output_activation(config), classes, class_weights(y_train, classes, config.class_balance))
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val).long()
     generator = torch.Generator().manual_seed(config.seed)
@@ -368,21 +349,22 @@ def fit_head(
     return head, history
 
 
-def predict(head: nn.Module, features: np.ndarray, activation: str = "softmax") -> np.ndarray:
-    with torch.no_grad():
-        return activate(head(torch.from_numpy(features)), activation).numpy()
+def source_report(probabilities: np.ndarray, y: np.ndarray, labels: list[str], point: OperatingPoint) -> dict:
+    """One source's validation figures at the operating point: accuracy, balanced accuracy, per class, confusion."""
+    predicted = point.indices(probabilities, labels)
+    report = classification_report(y, predicted, labels)
+    report["balanced_accuracy"] = balanced_accuracy(y, predicted, range(len(labels)))
+    report["two_class_accuracy"] = two_class_accuracy(probabilities, y, labels, point)
+    return report
 
 
-def output_activation(config: TrainConfig) -> str:
-    return "sigmoid" if config.head == "paper" else "softmax"
-
-
-def make_loss(activation: str, classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy for softmax heads; binary cross-entropy per output for the paper's sigmoid head."""
-    if activation == "softmax":
-        return nn.CrossEntropyLoss()
-    bce = nn.BCEWithLogitsLoss()
-    return lambda logits, target: bce(logits, nn.functional.one_hot(target, classes).float())
+def two_class_accuracy(probabilities: np.ndarray, y: np.ndarray, labels: list[str], point: OperatingPoint
+                       ) -> float | None:
+    """Accuracy when only "mask worn right" or not is asked (the paper's two classes)."""
+    if not len(y):
+        return None
+    predicted = [two_class(labels[i]) for i in point.indices(probabilities, labels)]
+    return float(np.mean([p == two_class(labels[t]) for p, t in zip(predicted, y, strict=True)]))
 
 
 def head_description(config: TrainConfig, classes: int) -> str:
@@ -421,11 +403,22 @@ def near_copies_in_train(samples: list[Sample], hashes: dict[str, int]) -> set[s
     return leaked
 
 
+def source_counts(samples: list[Sample], roots: list[Path]) -> dict[str, dict]:
+    """Samples per data folder, split and label: what each source brought to the run."""
+    result: dict[str, dict] = {}
+    for s in samples:
+        by_split = result.setdefault(str(roots[s.source]), {})
+        by_label = by_split.setdefault(s.split, {})
+        by_label[s.label] = by_label.get(s.label, 0) + 1
+    return result
+
+
 def _limit_per_class(samples: list[Sample], limit: int, seed: int) -> list[Sample]:
+    """At most ``limit`` samples of each label from each source and split (quick runs and tests)."""
     rng = np.random.default_rng(seed)
     kept = []
-    for label in sorted({s.label for s in samples}):
-        members = [s for s in samples if s.label == label]
+    for key in sorted({(s.source, s.split, s.label) for s in samples}):
+        members = [s for s in samples if (s.source, s.split, s.label) == key]
         index = rng.permutation(len(members))[:limit]
         kept += [members[i] for i in sorted(index)]
     return kept

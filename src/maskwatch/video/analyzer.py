@@ -13,6 +13,10 @@ from maskwatch.results import FaceResult
 from maskwatch.video.smoothing import LabelSmoother
 from maskwatch.video.tracker import Box, IoUTracker
 
+# A tracked face's label is refreshed every 3rd frame (0.1 s at 30 fps) by ``maskwatch watch``: the classifier
+# is half the cost of a frame with 4 faces, and the smoothed label changes slower than that anyway.
+CLASSIFY_EVERY = 3
+
 
 @dataclass
 class TrackedFace:
@@ -140,22 +144,25 @@ class VideoAnalyzer:
                 result = replace(state.last, box=face.box, score=face.score, landmarks=face.landmarks)
             assert result is not None  # new tracks are always due
             if state is None:
-                smoother = LabelSmoother(self.detector.mask_threshold, self.smoothing_alpha, self.smoothing_margin)
+                smoother = LabelSmoother(self.detector.operating_point, self.smoothing_alpha, self.smoothing_margin)
                 state = self._states[track.track_id] = _TrackState(smoother, result, self._round)
             state.last, state.round = result, self._round
-            label = state.smoother.label or result.label
+            label = self._steady(state) or result.label
             if i in fresh:
                 state.classified = self._round
-                label = state.smoother.update(result.mask_probability)
+                label = self.detector.label_of(state.smoother.update(result.probabilities or result.mask_probability))
             faces.append(self._tracked(result, track.track_id, track.confirmed, False, state, label))
         return faces, ended
+
+    def _steady(self, state: _TrackState) -> str | None:
+        """The track's smoothed label as results show it (two-class mode folds incorrect_mask in)."""
+        return self.detector.label_of(state.smoother.label) if state.smoother.label else None
 
     def _needs_classifier(self, track_id: int) -> bool:
         state = self._states.get(track_id)
         if state is None or self._round - state.classified >= self.classify_every:
             return True
-        probability = state.smoother.probability
-        return probability is None or abs(probability - self.detector.mask_threshold) < 0.35
+        return state.smoother.uncertain()
 
     def _coast(self) -> list[TrackedFace]:
         """Faces of the last detection round, moved to where the tracker predicts them."""
@@ -165,7 +172,7 @@ class VideoAnalyzer:
             if state is None or state.round != self._round:
                 continue
             moved = replace(state.last, box=track.box, landmarks=_move(state.last.landmarks, state.last.box, track.box))
-            label = state.smoother.label or moved.label
+            label = self._steady(state) or moved.label
             faces.append(self._tracked(moved, track.track_id, track.confirmed, True, state, label))
         return faces
 

@@ -7,12 +7,13 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from maskwatch.results import WITHOUT_MASK
+from maskwatch.labels import is_compliant
 from maskwatch.video.analyzer import FrameResult
 
 NO_MASK_ALERT = "no_mask_alert"
 SOURCE_RECONNECTED = "source_reconnected"
 STREAM_END = "stream_end"
+STATS = "stats"  # the counters so far, every --stats-every seconds of stream time
 
 
 def make_event(kind: str, time: float, **fields: Any) -> dict[str, Any]:
@@ -21,10 +22,11 @@ def make_event(kind: str, time: float, **fields: Any) -> dict[str, Any]:
 
 
 class NoMaskAlerts:
-    """Fire once when a confirmed track has been ``without_mask`` (smoothed) for ``alert_after`` seconds.
+    """Fire once when a confirmed track has been without a correctly worn mask (smoothed ``without_mask`` or
+    ``incorrect_mask``) for ``alert_after`` seconds; the event's ``label`` says which it is now.
 
-    The clock starts at the first frame the track is seen bare, so the few frames a
-    track needs to be confirmed count too. Putting a mask on re-arms the alert.
+    The clock starts at the first frame the track is seen non-compliant, so the few frames a
+    track needs to be confirmed count too. Putting a mask on properly re-arms the alert.
     """
 
     def __init__(self, alert_after: float) -> None:
@@ -36,7 +38,7 @@ class NoMaskAlerts:
         events = []
         for face in result.faces:
             track_id = face.track_id
-            if face.smoothed_label != WITHOUT_MASK:
+            if is_compliant(face.smoothed_label):
                 self._bare_since.pop(track_id, None)
                 self._alerted.discard(track_id)
                 continue
@@ -47,6 +49,7 @@ class NoMaskAlerts:
                 events.append(make_event(
                     NO_MASK_ALERT, result.time, frame=result.frame, track_id=track_id,
                     duration=round(duration, 3), box=[round(float(v), 1) for v in face.face.box],
+                    label=face.smoothed_label,
                     smoothed_mask_probability=round(face.smoothed_probability, 4),
                 ))
         for track_id in result.ended:

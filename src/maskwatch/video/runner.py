@@ -18,7 +18,8 @@ import numpy as np
 from maskwatch.faces import Face
 from maskwatch.outputs.overlay import blur_faces, draw_panel, draw_tracks
 from maskwatch.video.analyzer import FrameResult, VideoAnalyzer
-from maskwatch.video.events import SOURCE_RECONNECTED, STREAM_END, EventLog, NoMaskAlerts, make_event
+from maskwatch.video.events import SOURCE_RECONNECTED, STATS, STREAM_END, EventLog, NoMaskAlerts, make_event
+from maskwatch.video.mqtt import MqttSink
 from maskwatch.video.source import Frame, Gap, VideoSource
 from maskwatch.video.stats import StreamStats
 from maskwatch.video.webhook import WebhookSink
@@ -36,6 +37,7 @@ class WatchOutputs:
     display: WindowDisplay | None = None
     events: EventLog | None = None
     webhook: WebhookSink | None = None
+    mqtt: MqttSink | None = None
     blur_faces: bool = False
 
 
@@ -154,7 +156,8 @@ class StreamWatcher:
     """Run one stream through an analyzer and fan the results out to ``outputs``."""
 
     def __init__(self, analyzer: VideoAnalyzer, outputs: WatchOutputs, alert_after: float = 10.0,
-                 window: float = 60.0, source_name: str = "", pipelined: bool = True) -> None:
+                 window: float = 60.0, source_name: str = "", pipelined: bool = True,
+                 stats_every: float = 0.0) -> None:
         self.analyzer = analyzer
         self.pipelined = pipelined
         self.outputs = outputs
@@ -165,6 +168,8 @@ class StreamWatcher:
         self.processing = LatencyMeter()  # taken from the reader's queue -> written
         self.alert_count = 0
         self.frames = 0
+        self.stats_every = stats_every  # 0: no periodic stats events
+        self._next_stats = stats_every
 
     def run(self, source: VideoSource, stop: threading.Event) -> WatchSummary:
         """Process frames until the source ends or ``stop`` is set (Ctrl-C, the window closed)."""
@@ -220,13 +225,16 @@ class StreamWatcher:
             if self.outputs.display is not None and not self.outputs.display.show(canvas):
                 stop.set()
         self.frames += 1
+        if self.stats_every and frame.time >= self._next_stats:  # by stream time: a file gives the same events
+            self.emit(self.stats_event(frame.time))
+            self._next_stats = (frame.time // self.stats_every + 1) * self.stats_every
         done = time.monotonic()
         self.latency.add(done - frame.decoded_at)
         self.processing.add(done - (frame.analysed_at or frame.decoded_at))
         return result
 
     def emit(self, event: dict[str, Any], best_effort: bool = False) -> None:
-        """Write ``event`` to the event log and the webhook; ``best_effort``: a failing log is skipped."""
+        """Write ``event`` to the event log, the webhook and MQTT; ``best_effort``: a failing log is skipped."""
         if self.source_name:
             event.setdefault("source", self.source_name)
         if self.outputs.events is not None:
@@ -238,6 +246,12 @@ class StreamWatcher:
                 log.warning("could not write the %s event to the event log", event.get("type", "?"))
         if self.outputs.webhook is not None:
             self.outputs.webhook.send(event)
+        if self.outputs.mqtt is not None:
+            self.outputs.mqtt.send(event)
+
+    def stats_event(self, at: float) -> dict[str, Any]:
+        """The counters so far (people, masks, compliance over the window, frames, alerts): a ``stats`` event."""
+        return make_event(STATS, at, frames=self.frames, alerts=self.alert_count, **self.stats.to_dict())
 
     def render(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
         """The annotated frame: faces (blurred if asked), labels, track ids and the counters."""
@@ -253,6 +267,7 @@ class StreamWatcher:
         compliance = stats.compliance
         rate = "-" if compliance is None else f"{compliance:.0%}"
         return [
-            f"people {stats.people_seen}: {stats.with_mask} mask, {stats.without_mask} no mask",
+            f"people {stats.people_seen}: {stats.with_mask} mask, {stats.without_mask} no mask, "
+            f"{stats.incorrect_mask} under nose",
             f"compliance (last {stats.window:g} s): {rate}",
         ]

@@ -9,6 +9,7 @@ away is reopened with exponential back-off; unreadable frames are skipped and co
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -32,6 +33,10 @@ LIVE_READ_FAILURES = 3
 # Frames decoded ahead of the analysis: a live source keeps this tiny so frames stay fresh.
 FILE_QUEUE = 8
 LIVE_QUEUE = 2
+# A file (or a stream read as one) that ends this many frames short of the count its header declares was cut:
+# a truncated AVI read 33 of its 60 frames and used to end with exit 0 and no word. One frame (or 1%) of
+# slack, because some containers estimate their count from the duration.
+MISSING_FRAMES_SLACK = 0.01
 
 
 class SourceError(RuntimeError):
@@ -44,6 +49,11 @@ class SourceSpec:
 
     target: str | int  # a path, a URL, or a webcam index
     live: bool
+    live_given: bool = False  # --live / --no-live was given: never guess
+
+    @property
+    def network(self) -> bool:
+        return isinstance(self.target, str) and len(urlsplit(self.target).scheme) > 1
 
     @property
     def name(self) -> str:
@@ -67,8 +77,9 @@ def parse_source(text: str, live: bool | None = None) -> SourceSpec:
     ``live`` overrides the guess (a URL is live, a file is not), e.g. to read a video
     served over HTTP as a file: every frame, no reconnection.
     """
+    given = live is not None
     if text.isdigit():
-        return SourceSpec(int(text), True if live is None else live)
+        return SourceSpec(int(text), True if live is None else live, given)
     parts = urlsplit(text)
     if len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme
         if parts.scheme.lower() not in LIVE_SCHEMES:
@@ -76,11 +87,11 @@ def parse_source(text: str, live: bool | None = None) -> SourceSpec:
                               f"{', '.join(s + '://' for s in LIVE_SCHEMES)}")
         if not parts.hostname:
             raise SourceError(f"source URL has no host: {redact(text)!r}")
-        return SourceSpec(text, True if live is None else live)
+        return SourceSpec(text, True if live is None else live, given)
     path = Path(text)
     if not path.is_file():
         raise SourceError(f"no such video file: {text}")
-    return SourceSpec(str(path), False if live is None else live)
+    return SourceSpec(str(path), False if live is None else live, given)
 
 
 @dataclass
@@ -157,6 +168,7 @@ class VideoSource:
         self._capture = self._open_capture()
         if self._capture is None:
             raise SourceError(f"cannot open {self.spec.name}")
+        self._read_declared_files_as_files()
         first = self._read_first()
         height, width = first.shape[:2]
         if self.max_pixels and width * height > self.max_pixels:
@@ -192,6 +204,19 @@ class VideoSource:
         if self._capture is not None and (self._thread is None or not self._thread.is_alive()):
             self._capture.release()
 
+    def _read_declared_files_as_files(self) -> None:
+        """A URL whose container declares a frame count is a file served over HTTP, not a camera: read every
+        frame once and stop at its end. As live, it was reopened at its end and replayed for ever."""
+        assert self._capture is not None
+        declared = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if not (self.spec.live and self.spec.network and not self.spec.live_given and declared > 0):
+            return
+        log.info("%s declares %d frames: reading it as a file (every frame, no reconnection; --live to "
+                 "force a live stream)", self.spec.name, declared)
+        self.spec = dataclasses.replace(self.spec, live=False)
+        if self._queue.maxsize == LIVE_QUEUE:
+            self._queue = queue.Queue(FILE_QUEUE)
+
     # -- the reader thread ----------------------------------------------------------------
 
     def _run(self) -> None:
@@ -215,7 +240,10 @@ class VideoSource:
         limit = LIVE_READ_FAILURES if self.spec.live else FILE_READ_FAILURES
         failures = 0
         while not self._stop.is_set():
+            started = time.monotonic()
             ok, image = self._capture.read()
+            if not ok and self._stalled(time.monotonic() - started):
+                break
             if ok and _usable(image):
                 if failures:  # bad frames followed by a good one: they were corrupt, not the end
                     self.corrupt += failures
@@ -229,12 +257,33 @@ class VideoSource:
             if failures >= limit or (frame_count and self._index - self._pass_start >= frame_count):
                 self._index -= failures  # the failed reads at the end were no frames
                 break
+        if not self._stop.is_set() and self.error is None:
+            self._check_complete(frame_count)
+
+    def _stalled(self, waited: float) -> bool:
+        """A network source read as a file whose read failed after waiting out --timeout: it stalled, and
+        waiting FILE_READ_FAILURES more times (minutes) would only hide the cut. Records the error."""
+        if self.spec.live or not self.spec.network or waited < 0.9 * self.timeout:
+            return False
+        self.error = (f"{self.spec.name}: no data for {self.timeout:g} s after frame {self._index}; "
+                      "the stream stalled before its end")
+        log.error("%s", self.error)
+        return True
+
+    def _check_complete(self, frame_count: int) -> None:
+        """A file that ended well short of the frame count its header declares was cut: say so (exit 1)."""
+        seen = self._index - self._pass_start
+        if not frame_count or frame_count - seen <= max(1, frame_count * MISSING_FRAMES_SLACK):
+            return
+        self.error = (f"{self.spec.name} ended after {seen} of the {frame_count} frames it declares: "
+                      "the file is truncated or the stream was cut")
+        log.error("%s", self.error)
 
     def _restart(self) -> bool:
         """After the stream ended: replay, reconnect, or stop (False)."""
         assert self._capture is not None
         self._capture.release()
-        if self._stop.is_set():
+        if self._stop.is_set() or self.error is not None:  # a cut file is not replayed
             return False
         if self.spec.live:
             return self._reconnect()
@@ -261,7 +310,7 @@ class VideoSource:
                 return False
             # A server that accepts the connection but sends no frame has not come back.
             ok, image = capture.read() if capture is not None else (False, None)
-            if capture is not None and ok and _usable(image):
+            if capture is not None and ok and image is not None and _usable(image):
                 self._capture = capture
                 gap = Gap(lost_at, self._now(), attempt)
                 with self._gaps_lock:

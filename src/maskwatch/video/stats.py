@@ -1,4 +1,7 @@
-"""Per-stream counters: people seen (confirmed tracks), with and without a mask, and recent compliance."""
+"""Per-stream counters: people seen (confirmed tracks) by label, and recent compliance.
+
+A mask under the nose (``incorrect_mask``) is not compliant; it is counted apart from ``without_mask``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from maskwatch.results import WITH_MASK
+from maskwatch.labels import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
 from maskwatch.video.analyzer import FrameResult
 
 
@@ -29,6 +32,7 @@ class StreamStats:
         self.time = 0.0
         self._live: dict[int, _Person] = {}
         self._finished_with = 0
+        self._finished_incorrect = 0
         self._finished_without = 0
         self._recent: deque[_Person] = deque()  # finished people, oldest last_seen first
 
@@ -39,30 +43,35 @@ class StreamStats:
                 person = self._live.setdefault(face.track_id, _Person(face.smoothed_label, result.time))
                 person.label, person.last_seen = face.smoothed_label, result.time
         for track_id in result.ended:
-            person = self._live.pop(track_id, None)
-            if person is not None:
-                self._finish(person)
+            if track_id in self._live:
+                self._finish(self._live.pop(track_id))
         while self._recent and self._recent[0].last_seen < self.time - self.window:
             self._recent.popleft()
 
     def _finish(self, person: _Person) -> None:
         if person.label == WITH_MASK:
             self._finished_with += 1
+        elif person.label == INCORRECT_MASK:
+            self._finished_incorrect += 1
         else:
             self._finished_without += 1
         self._recent.append(person)
 
     @property
     def people_seen(self) -> int:
-        return self._finished_with + self._finished_without + len(self._live)
+        return self._finished_with + self._finished_incorrect + self._finished_without + len(self._live)
 
     @property
     def with_mask(self) -> int:
         return self._finished_with + sum(p.label == WITH_MASK for p in self._live.values())
 
     @property
+    def incorrect_mask(self) -> int:
+        return self._finished_incorrect + sum(p.label == INCORRECT_MASK for p in self._live.values())
+
+    @property
     def without_mask(self) -> int:
-        return self.people_seen - self.with_mask
+        return self.people_seen - self.with_mask - self.incorrect_mask
 
     @property
     def compliance(self) -> float | None:
@@ -77,8 +86,9 @@ class StreamStats:
         compliance = self.compliance
         return {
             "people_seen": self.people_seen,
-            "with_mask": self.with_mask,
-            "without_mask": self.without_mask,
+            WITH_MASK: self.with_mask,
+            WITHOUT_MASK: self.without_mask,
+            INCORRECT_MASK: self.incorrect_mask,
             "compliance": None if compliance is None else round(compliance, 4),
             "compliance_window": self.window,
         }

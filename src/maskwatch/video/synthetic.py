@@ -101,7 +101,7 @@ def write_video(path: str | os.PathLike, images: Iterator[np.ndarray] | Sequence
     try:
         for image in images:
             if writer is None:
-                fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
+                fourcc = cv2.VideoWriter.fourcc(*("MJPG" if path.suffix.lower() == ".avi" else "mp4v"))
                 writer = cv2.VideoWriter(str(path), fourcc, fps, (image.shape[1], image.shape[0]))
                 if not writer.isOpened():
                     raise OSError(f"cannot write {path}")

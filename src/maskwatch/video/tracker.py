@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskwatch.synthetic import iou
-
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2
+from maskwatch.boxes import Box, iou
 
 # Noise proportional to the box height, as in DeepSORT: a 200 px face near the camera moves
 # and jitters in more pixels than a 30 px face far away, and the filter should trust both alike.

@@ -73,10 +73,12 @@ class WebhookSink:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
+        # Once close() has returned, every event sent is in exactly one of these three counters.
         self.delivered = 0
-        self.failed = 0  # given up after all retries, or refused by the receiver
+        self.failed = 0  # given up after all retries, refused by the receiver, or still unsent at close()
         self.dropped = 0  # pushed out of the full queue, or sent after close()
         self.attempts = 0
+        self._closed = False  # close() has counted what was left: the sender thread counts nothing more
         self._queue: deque[dict[str, Any]] = deque(maxlen=max_queue)
         self._cond = threading.Condition()
         self._closing = False
@@ -98,17 +100,36 @@ class WebhookSink:
             self._cond.notify()
         return True
 
+    @property
+    def sent(self) -> int:
+        """Events handed to ``send``."""
+        return self.delivered + self.failed + self.dropped + len(self._queue) + self._busy
+
+    @property
+    def complete(self) -> bool:
+        """Every event sent so far was delivered."""
+        return self.delivered == self.sent
+
     def close(self, timeout: float = 10.0) -> bool:
-        """Deliver what is queued for up to ``timeout`` seconds, then stop; True if nothing was left."""
+        """Deliver what is queued for up to ``timeout`` seconds, then stop; True if nothing was left.
+
+        What is still queued then counts as failed; so does an event whose delivery is still in flight when
+        the sender thread does not end in time (once, never twice: the probe saw 16 outcomes for 15 events).
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
             while (self._queue or self._busy) and time.monotonic() < deadline:
                 self._cond.wait(max(0.0, deadline - time.monotonic()))
-            left = len(self._queue) + self._busy
             self._closing = True
             self._cond.notify_all()
         # Bounded: a request in flight ends within its own timeout, but close() must not hang on it.
         self._thread.join(max(0.0, deadline - time.monotonic()) + self.timeout)
+        with self._cond:
+            left = len(self._queue) + self._busy
+            self.failed += left
+            self._queue.clear()
+            self._busy = False
+            self._closed = True
         if left:
             log.warning("webhook: %d event(s) not delivered before shutdown", left)
         return left == 0
@@ -122,33 +143,36 @@ class WebhookSink:
                     return
                 event = self._queue.popleft()
                 self._busy = True
+            outcome = "failed"
             try:
-                self._deliver(event)
+                outcome = self._deliver(event)
             except Exception:  # noqa: BLE001 - one bad delivery must never end the sender thread
-                self.failed += 1
                 log.exception("webhook: unexpected error delivering a %s event", event.get("type", "?"))
             finally:
                 with self._cond:
+                    if not self._closed:  # else close() has already counted this event as failed
+                        self.delivered += outcome == "delivered"
+                        self.failed += outcome == "failed"
                     self._busy = False
                     self._cond.notify_all()
 
-    def _deliver(self, event: dict[str, Any]) -> None:
+    def _deliver(self, event: dict[str, Any]) -> str:
+        """POST one event with retries: "delivered" or "failed" (counted by the caller)."""
         body = json.dumps(event, ensure_ascii=False).encode("utf-8")
         delay = self.backoff
         for attempt in range(self.retries + 1):
             self.attempts += 1
             outcome = self._post(body)
             if outcome is None:
-                self.delivered += 1
-                return
+                return "delivered"
             if outcome.startswith("final") or attempt == self.retries:
                 break
             log.info("webhook: %s; retrying in %.1f s", outcome, delay)
             if self._sleep(delay):
                 break
             delay = min(delay * 2, self.max_backoff)
-        self.failed += 1
         log.warning("webhook: giving up on a %s event: %s", event.get("type", "?"), outcome)
+        return "failed"
 
     def _post(self, body: bytes) -> str | None:
         """POST once; None on success, else why it failed ("final: ..." when retrying cannot help)."""

@@ -58,7 +58,7 @@ class VideoFileWriter:
 
     def _open_size(self, size: tuple[int, int]) -> None:
         try:
-            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.fourcc), self.fps, size)
         except cv2.error as exc:
             raise OutputError(f"cannot write video to {self.path}: {exc}") from None
         if not writer.isOpened():

@@ -11,6 +11,8 @@ import math
 import threading
 from collections import Counter
 
+from maskwatch.labels import LABELS
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Seconds. A 640x480 frame takes tens of milliseconds; a 24 MP photo on a busy machine can take seconds.
@@ -95,7 +97,7 @@ class Metrics:
                 "# HELP maskwatch_faces_total Faces found in analysed images, by label.",
                 "# TYPE maskwatch_faces_total counter",
             ]
-            known = ("with_mask", "without_mask")  # always shown, so rates start from zero
+            known = LABELS  # always shown, so rates start from zero
             for label in (*known, *sorted(set(self.faces) - set(known))):
                 lines.append(f"maskwatch_faces_total{{{_labels(label=label)}}} {self.faces[label]}")
             lines += [

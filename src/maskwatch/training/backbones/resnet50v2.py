@@ -106,7 +106,8 @@ class ResNet50V2(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.pool1(F.pad(x, (1, 1, 1, 1)))  # pool1_pad: zeros, as Keras
-        x = self.conv5(self.conv4(self.conv3(self.conv2(x))))
+        for name, *_ in STAGES:  # the stages are set by name in __init__, as Keras names them
+            x = getattr(self, name)(x)
         return F.relu(self.post_bn(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

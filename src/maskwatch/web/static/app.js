@@ -5,7 +5,9 @@
 const API = "/v1/detect";
 const LIVE_MAX_SIDE = 640; // frames are shrunk to this before sending: faces stay findable, uploads small
 const LIVE_JPEG_QUALITY = 0.8;
-const COLORS = { with_mask: "#17804a", without_mask: "#c8372d" };
+// The same colours as the drawings of `maskwatch detect` (outputs/annotate.py) and the badges in style.css.
+const COLORS = { with_mask: "#17804a", without_mask: "#c8372d", incorrect_mask: "#a85a00" };
+const LABEL_TEXT = { with_mask: "Mask", without_mask: "No mask", incorrect_mask: "Mask below nose" };
 const KEY_STORAGE = "maskwatch.apiKey";
 
 const $ = (id) => document.getElementById(id);
@@ -63,12 +65,18 @@ async function checkServer() {
 
 // ---------- drawing ----------
 
+// The probability of the face's own label; results of older servers carry only mask_probability.
 function confidence(face) {
+  if (face.probabilities && face.label in face.probabilities) return face.probabilities[face.label];
   return face.label === "with_mask" ? face.mask_probability : 1 - face.mask_probability;
 }
 
+function labelName(face) {
+  return LABEL_TEXT[face.label] || face.label;
+}
+
 function labelText(face) {
-  return `${face.label === "with_mask" ? "Mask" : "No mask"} ${Math.round(confidence(face) * 100)}%`;
+  return `${labelName(face)} ${Math.round(confidence(face) * 100)}%`;
 }
 
 // Boxes and labels on a transparent canvas laid over a picture of width x height pixels.
@@ -117,9 +125,11 @@ function labelTop(y1, y2, labelHeight, height) {
 
 function summarise(faces) {
   const masked = faces.filter((f) => f.label === "with_mask").length;
+  const incorrect = faces.filter((f) => f.label === "incorrect_mask").length;
   if (faces.length === 0) return "No faces found";
   const noun = faces.length === 1 ? "face" : "faces";
-  return `${faces.length} ${noun} · ${masked} with a mask · ${faces.length - masked} without`;
+  const below = incorrect ? ` · ${incorrect} with the mask below the nose` : "";
+  return `${faces.length} ${noun} · ${masked} with a mask · ${faces.length - masked - incorrect} without${below}`;
 }
 
 // ---------- photos ----------
@@ -191,7 +201,7 @@ function faceItem(face, index) {
   item.className = `face ${face.label}`;
   const badge = document.createElement("span");
   badge.className = `badge ${face.label}`;
-  badge.textContent = face.label === "with_mask" ? "Mask" : "No mask";
+  badge.textContent = labelName(face);
   const detail = document.createElement("span");
   detail.className = "detail";
   detail.textContent = `Face ${index + 1}: ${Math.round(confidence(face) * 100)}% sure · face score ${face.score.toFixed(2)}`;
@@ -233,7 +243,7 @@ function setUpPhotos() {
 
 // starting: a start is waiting for the permission prompt or the video; session: bumped by every start and
 // stop, so that a start finishing after a stop (or a second start) gives its stream back instead of keeping it.
-const live = { stream: null, starting: false, timer: null, session: 0, masked: 0, faces: 0 };
+const live = { stream: null, starting: false, timer: null, session: 0, masked: 0, incorrect: 0, faces: 0 };
 
 const cameraActive = () => Boolean(live.stream) || live.starting;
 
@@ -361,6 +371,7 @@ function showLiveResult(result, milliseconds) {
   drawFaces($("video-overlay"), result.width, result.height, result.faces, $("mirror").checked);
   const masked = result.faces.filter((f) => f.label === "with_mask").length;
   live.masked += masked;
+  live.incorrect += result.faces.filter((f) => f.label === "incorrect_mask").length;
   live.faces += result.faces.length;
   $("frame-summary").textContent = result.faces.length ? `${masked} of ${result.faces.length} masked` : "no faces";
   $("latency").textContent = `${Math.round(milliseconds)} ms`;
@@ -370,12 +381,14 @@ function showLiveResult(result, milliseconds) {
 
 function updateCounter() {
   $("count-masked").textContent = String(live.masked);
+  $("count-incorrect").textContent = String(live.incorrect);
   $("count-faces").textContent = String(live.faces);
   $("compliance").textContent = live.faces ? `${Math.round((100 * live.masked) / live.faces)}%` : "–";
 }
 
 function resetCounter() {
   live.masked = 0;
+  live.incorrect = 0;
   live.faces = 0;
   $("frame-summary").textContent = "–";
   updateCounter();

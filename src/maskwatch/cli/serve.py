@@ -7,7 +7,7 @@ import math
 import os
 import sys
 
-from maskwatch.cli import add_model_options, build_detector
+from maskwatch.cli.common import add_model_options, build_detector
 
 API_KEY_ENV = "MASKWATCH_API_KEY"
 
@@ -28,6 +28,12 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        help="refuse uploads larger than this (default 20)")
     serve.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="answer 408 to a client whose upload takes longer than this (default 30)")
+    serve.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="close a connection that sends no complete request headers within this long of "
+                            "opening or of its last answer, idle keep-alive ones included (default 10)")
+    serve.add_argument("--max-connections", type=int, default=200, metavar="N",
+                       help="open connections at most; past it, the one waiting longest without a complete "
+                            "request is closed (default 200)")
     serve.add_argument("--queue-limit", type=int, default=32, metavar="N",
                        help="requests that may wait for a worker before new ones get 503 (default 32)")
     serve.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
@@ -55,10 +61,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"maskwatch serve: {exc.name} is missing; install the web extra: pip install 'maskwatch[web]'",
               file=sys.stderr)
         return 2
+    from maskwatch.model_files import describe_load_error, model_load_errors
+    from maskwatch.web.connections import guarded_protocol
+
     try:
         detector = build_server_detector(args)  # once, before the port opens: a bad model fails here
     except model_load_errors() as exc:
-        print(f"maskwatch serve: cannot load the models: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"maskwatch serve: cannot load the models: {describe_load_error(exc)}", file=sys.stderr)
         return 2
     config = ServerConfig(
         max_upload_bytes=int(args.max_upload_mb * MB), api_key=args.api_key,
@@ -68,20 +77,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(detector, config)
     print(f"maskwatch: serving on http://{_url_host(args.host)}:{args.port}/ with {args.workers} inference "
           f"worker(s){', API key required' if args.api_key else ''}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False)
+    # The app answers 408 at --read-timeout; the protocol closes a body still open 5 s later (a route
+    # that never reads its body), and guards the headers and the number of connections (web/connections.py).
+    protocol = guarded_protocol(args.header_timeout, args.read_timeout + 5.0, args.max_connections)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False,
+                http=protocol, ws="none", timeout_keep_alive=5)
     return 0
-
-
-def model_load_errors() -> tuple[type[BaseException], ...]:
-    """What loading a missing, corrupt or incompatible model file can raise: ours, OpenCV's and onnxruntime's."""
-    import cv2
-    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-
-    from maskwatch.model_files import ModelFileError
-
-    ort_errors = tuple(value for value in vars(ort_state).values()
-                       if isinstance(value, type) and issubclass(value, Exception))
-    return (ModelFileError, OSError, ValueError, RuntimeError, cv2.error, *ort_errors)
 
 
 def build_server_detector(args: argparse.Namespace):  # -> MaskDetector
@@ -93,11 +94,8 @@ def build_server_detector(args: argparse.Namespace):  # -> MaskDetector
     """
     import cv2
 
-    from maskwatch.classifier import MaskClassifier
-
     cv2.setNumThreads(args.threads_per_worker)  # process-wide, and this process only serves
-    classifier = MaskClassifier(args.classifier, threads=args.threads_per_worker)
-    return build_detector(argparse.Namespace(**{**vars(args), "classifier": classifier}))
+    return build_detector(args)  # options_from_args passes --threads-per-worker to the classifier
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
@@ -111,6 +109,10 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return "--max-upload-mb must be a finite positive number"
     if not (math.isfinite(args.read_timeout) and args.read_timeout > 0):
         return "--read-timeout must be a finite positive number of seconds"
+    if not (math.isfinite(args.header_timeout) and args.header_timeout > 0):
+        return "--header-timeout must be a finite positive number of seconds"
+    if args.max_connections < 1:
+        return "--max-connections must be at least 1"
     if args.max_pixels < 1:
         return "--max-pixels must be positive"
     if args.api_key is not None and not args.api_key.strip():

@@ -7,7 +7,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from maskwatch.cli import add_model_options, non_negative_float
+from maskwatch.cli.common import add_model_options, non_negative_float
 
 # Exit codes: 0 done, 2 nothing could be evaluated (bad folder, model, labels or options).
 EXIT_OK, EXIT_UNUSABLE = 0, 2
@@ -39,6 +39,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                            "default: mask_weared_incorrect=without_mask")
     sets.add_argument("--min-face", type=non_negative_float, default=0.0, metavar="PX",
                       help="--scenes: ignore annotated faces less than PX high (neither missed nor false)")
+    sets.add_argument("--split", metavar="NAME",
+                      help="--scenes: only the images that the set's manifest.csv puts in this split (e.g. val)")
+    sets.add_argument("--out", metavar="DIR",
+                      help="--scenes: also write scenes.md, scenes.json and a contact sheet of the mislabelled "
+                           "faces into DIR (a run folder: never commit pictures of the data)")
     add_model_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -115,13 +120,13 @@ def _run_dir(args: argparse.Namespace) -> tuple[dict, str]:
 
 
 def _data_set(args: argparse.Namespace) -> tuple[dict, str]:
-    from maskwatch.cli import build_detector
+    from maskwatch.cli.common import build_detector
     from maskwatch.evaluation.common import parse_label_map
 
     if args.calibrate or args.data_dir or args.cache:
         raise ValueError("--calibrate, --data-dir and --cache are for RUN_DIR")
     detector = build_detector(args)
-    mapping = parse_label_map(args.map_label, detector.classifier.labels)
+    mapping = parse_label_map(args.map_label, detector.labels)
     progress = not args.quiet
     if args.faces:
         from maskwatch.evaluation.faces import evaluate_faces, faces_markdown
@@ -132,7 +137,8 @@ def _data_set(args: argparse.Namespace) -> tuple[dict, str]:
         return result, faces_markdown(result)
     from maskwatch.evaluation.scenes import evaluate_scenes, scenes_markdown
 
-    result = evaluate_scenes(Path(args.scenes), detector, mapping, min_face=args.min_face, progress=progress)
+    result = evaluate_scenes(Path(args.scenes), detector, mapping, min_face=args.min_face, progress=progress,
+                             split=args.split, out=args.out)
     return result, scenes_markdown(result)
 
 

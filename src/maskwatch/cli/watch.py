@@ -10,16 +10,14 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
-from maskwatch.cli import add_model_options, non_negative_float, non_negative_int, positive_float, positive_int
+from maskwatch.cli.common import add_model_options, non_negative_float, non_negative_int, positive_float, positive_int
+from maskwatch.video.analyzer import CLASSIFY_EVERY
 
-# A tracked face's label is refreshed every 3rd frame (0.1 s at 30 fps): the classifier is half the
-# cost of a frame with 4 faces, and the smoothed label changes slower than that anyway.
-CLASSIFY_EVERY = 3
-
-# Exit codes: 0 the source ended, 1 a live source was lost for good or failed while reading, or an output
-# (--json, --events, --out) failed while writing (disk full, broken pipe), 2 nothing could start
+# Exit codes: 0 the source ended, 1 a live source was lost for good or failed while reading (a file cut short:
+# fewer frames than it declares, a stream read as a file that stalled), an output (--json, --events, --out)
+# failed while writing (disk full, broken pipe), or --webhook could not deliver every event, 2 nothing could start
 # (bad source, option, model or output), 130 stopped by Ctrl-C or SIGTERM.
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -42,6 +40,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--blur-faces", action="store_true", help="blur the faces in --out and --show")
     out.add_argument("--events", metavar="FILE", help="append events (alerts, outages, summary) as JSON lines")
     out.add_argument("--webhook", metavar="URL", help="also POST each event as JSON to this http(s) URL")
+    out.add_argument("--stats-every", type=non_negative_float, default=0.0, metavar="SECONDS",
+                     help="also send a 'stats' event with the counters every SECONDS of stream time to "
+                          "--events, --webhook and --mqtt (default 0: only at the end)")
     out.add_argument("--quiet", action="store_true", help="log only warnings and errors")
     track = watch.add_argument_group("tracking")
     track.add_argument("--classify-every", type=positive_int, default=CLASSIFY_EVERY, metavar="N",
@@ -67,6 +68,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                      help="first wait before reconnecting a lost stream; doubles up to 30 s (default 1)")
     src.add_argument("--reconnect-attempts", type=non_negative_int, default=0, metavar="N",
                      help="give up on a lost stream after N attempts (default 0: never)")
+    add_mqtt_options(watch)
     add_model_options(watch)
     watch.set_defaults(func=cmd_watch)
 
@@ -80,10 +82,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def build_video_detector(args: argparse.Namespace) -> Any:  # -> MaskDetector
-    from maskwatch.video.models import video_detector
+    from maskwatch.cli.common import build_detector
+    from maskwatch.options import Options
 
-    return video_detector(args.detector, args.face_model, args.classifier, args.face_threshold,
-                          args.mask_threshold, args.detect_size)
+    return build_detector(args, Options.video(detect_size=args.detect_size))
 
 
 @contextlib.contextmanager
@@ -107,7 +109,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def cmd_watch(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="maskwatch: %(message)s", stream=sys.stderr)
-    from maskwatch.model_files import ModelFileError
+    from maskwatch.model_files import model_load_errors
     from maskwatch.video.source import SourceError
     from maskwatch.video.webhook import WebhookError
     from maskwatch.video.writers import OutputError
@@ -117,7 +119,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         with stop_on_signals(stop), contextlib.ExitStack() as stack:
             try:
                 source, watcher = _start(args, stack)
-            except (SourceError, OutputError, WebhookError, ModelFileError, OSError, ValueError) as exc:
+            except (SourceError, OutputError, WebhookError, *model_load_errors()) as exc:  # type: ignore[misc]
                 print(f"maskwatch: {exc}", file=sys.stderr)
                 return EXIT_UNUSABLE
             log.info("watching %s (%dx%d, %s)", source.spec.name, *source.size,
@@ -135,14 +137,23 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if webhook is not None:  # closed by now: these counts are final
         log.info("webhook: %d event(s) delivered, %d failed, %d dropped from a full queue", webhook.delivered,
                  webhook.failed, webhook.dropped)
+    mqtt = watcher.outputs.mqtt
+    if mqtt is not None:  # closed by now: these counts are final
+        log.info("mqtt: %d event(s) acknowledged by the broker, %d failed, %d dropped from a full queue",
+                 mqtt.delivered, mqtt.failed, mqtt.dropped)
     end = summary.end_event
-    log.info("%d frames in %.1f s (%.1f fps), %d dropped, %d corrupt; people %d: %d with mask, %d without; "
-             "%d alert(s)", summary.frames, summary.seconds, summary.fps, end["dropped"], end["corrupt"],
-             end["people_seen"], end["with_mask"], end["without_mask"], end["alerts"])
+    log.info("%d frames in %.1f s (%.1f fps), %d dropped, %d corrupt; people %d: %d with mask, %d without, "
+             "%d mask under the nose; %d alert(s)", summary.frames, summary.seconds, summary.fps, end["dropped"],
+             end["corrupt"], end["people_seen"], end["with_mask"], end["without_mask"],
+             end.get("incorrect_mask", 0), end["alerts"])
     if summary.interrupted:
         return EXIT_INTERRUPTED
     if summary.source_error or summary.source_lost:
         print(f"maskwatch: {summary.source_error or 'the source was lost'}", file=sys.stderr)
+        return EXIT_FAILED
+    if webhook is not None and not webhook.complete:  # a door controller that missed an alert must hear of it
+        print(f"maskwatch: webhook: {webhook.delivered} of {webhook.sent} event(s) delivered ({webhook.failed} "
+              f"failed, {webhook.dropped} dropped)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -164,6 +175,7 @@ def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, 
         check_display()
     if args.webhook:
         validate_webhook_url(args.webhook)
+    mqtt_settings = _mqtt_settings(args) if args.mqtt else {}  # a bad URL or file fails before the models load
     if args.out:
         VideoFileWriter(args.out, fps=1.0)  # validates the file type and folder; opens nothing yet
     analyzer = VideoAnalyzer(build_video_detector(args), detect_every=args.detect_every,
@@ -176,6 +188,11 @@ def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, 
     if args.webhook:
         outputs.webhook = WebhookSink(args.webhook, timeout=min(args.timeout, 5.0))
         stack.callback(outputs.webhook.close)
+    if args.mqtt:
+        from maskwatch.video.mqtt import MqttSink
+
+        outputs.mqtt = MqttSink(args.mqtt, **mqtt_settings)
+        stack.callback(outputs.mqtt.close)
     if not args.no_json:
         outputs.json = _open_text(stack, args.json, "w") if args.json else sys.stdout
     if args.events:
@@ -190,7 +207,7 @@ def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, 
         outputs.display = WindowDisplay(f"maskwatch: {spec.name}")
         stack.callback(outputs.display.close)
     watcher = StreamWatcher(analyzer, outputs, alert_after=args.alert_after, window=args.window,
-                            source_name=spec.name)
+                            source_name=spec.name, stats_every=args.stats_every)
     return source, watcher
 
 
@@ -199,6 +216,46 @@ def _open_text(stack: contextlib.ExitStack, path: str, mode: str) -> TextIO:
     from maskwatch.video.writers import OutputError
 
     try:
-        return stack.enter_context(Path(path).open(mode, encoding="utf-8"))
+        return cast(TextIO, stack.enter_context(Path(path).open(mode, encoding="utf-8")))
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def add_mqtt_options(watch: argparse.ArgumentParser) -> None:
+    """--mqtt and its connection options (the ``mqtt`` extra: paho-mqtt)."""
+    mqtt = watch.add_argument_group("MQTT (pip install 'maskwatch[mqtt]')")
+    mqtt.add_argument("--mqtt", metavar="URL",
+                      help="also publish each event (QoS 1) to mqtt://HOST[:PORT]/TOPIC or mqtts://...: "
+                           "to TOPIC/<event type>")
+    mqtt.add_argument("--mqtt-username", metavar="NAME", help="user name for the broker")
+    mqtt.add_argument("--mqtt-password", metavar="PASSWORD",
+                      help="password for the broker (default: $MASKWATCH_MQTT_PASSWORD, which keeps it out of ps)")
+    mqtt.add_argument("--mqtt-tls", action="store_true", help="TLS to the broker (implied by mqtts:// and --mqtt-ca)")
+    mqtt.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) the broker's certificate must chain to "
+                                                        "(default: the system's)")
+    mqtt.add_argument("--mqtt-cert", metavar="FILE", help="client certificate, for brokers that require one")
+    mqtt.add_argument("--mqtt-key", metavar="FILE", help="the client certificate's private key")
+    mqtt.add_argument("--mqtt-queue", type=positive_int, default=100, metavar="N",
+                      help="events kept while the broker is slow or away; the oldest go first (default 100)")
+
+
+def _mqtt_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The MqttSink keyword arguments from the command line; ValueError (exit 2) for anything unusable."""
+    import os
+
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError:
+        raise ValueError("--mqtt needs paho-mqtt: pip install 'maskwatch[mqtt]'") from None
+    from maskwatch.video.mqtt import parse_mqtt_url
+
+    parse_mqtt_url(args.mqtt)
+    for option, path in (("--mqtt-ca", args.mqtt_ca), ("--mqtt-cert", args.mqtt_cert), ("--mqtt-key", args.mqtt_key)):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"{option}: no such file: {path}")
+    password = args.mqtt_password if args.mqtt_password is not None else os.environ.get("MASKWATCH_MQTT_PASSWORD")
+    if password is not None and args.mqtt_username is None:
+        raise ValueError("an MQTT password needs --mqtt-username")
+    return {"username": args.mqtt_username, "password": password, "tls": True if args.mqtt_tls else None,
+            "ca_file": args.mqtt_ca, "cert_file": args.mqtt_cert, "key_file": args.mqtt_key,
+            "max_queue": args.mqtt_queue}

@@ -1,0 +1,7 @@
+"""``python -m maskwatch.cli``: the same as the ``maskwatch`` command."""
+
+import sys
+
+from maskwatch.cli import main
+
+sys.exit(main())

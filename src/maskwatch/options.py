@@ -1,0 +1,64 @@
+"""One options object behind every entry point: ``maskwatch detect``, ``watch``, ``serve``, ``evaluate`` and Python.
+
+    from maskwatch import MaskDetector, Options
+    detector = MaskDetector.from_options(Options.video(mask_threshold=0.9))
+
+Every model setting lives here once, with two presets: ``Options.photo()`` (several YuNet passes: small and
+masked faces) and ``Options.video()`` (one pass per frame, frames kept between 640 and 1280 px).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from maskwatch.images import DEFAULT_MAX_PIXELS
+
+# Video: frames are detected near their own size: small ones enlarged to 640 px (YuNet misses faces under
+# ~20 px) and big ones shrunk to 1280 px, which bounds the cost per frame without halving a 720p camera's
+# faces the way a fixed 640 would.
+VIDEO_MIN_DETECT_SIZE = 640
+VIDEO_MAX_DETECT_SIZE = 1280
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every setting of the two models. ``None`` means the model's own measured default."""
+
+    detector: str = "yunet"  # face detector, by registry name
+    face_model: str | None = None  # YuNet ONNX file; None: $MASKWATCH_FACE_MODEL, the cache or a verified download
+    face_threshold: float | None = None  # minimum face score
+    extra_scales: tuple[float, ...] | None = None  # extra YuNet passes (multiples of the base scale); () for one
+    mirror_extra_passes: bool | None = None  # also run each extra pass on the mirrored image
+    min_detect_size: int | None = None  # images with a shorter long side are enlarged before detection
+    max_detect_size: int | None = None  # and longer ones shrunk
+    classifier: str | None = None  # mask classifier ONNX file; None: the shipped one
+    mask_threshold: float | None = None  # with_mask when P(with_mask) >= this; None: the threshold in the model
+    two_class: bool = False  # report incorrect_mask as without_mask
+    threads: int | None = None  # classifier threads; None: the usable cores
+    max_pixels: int = DEFAULT_MAX_PIXELS  # refuse larger images before decoding them
+
+    @classmethod
+    def photo(cls, **changes: Any) -> Options:
+        """Photos: the detector's multi-pass default (small and masked faces), everything else default."""
+        return cls(**changes)
+
+    @classmethod
+    def video(cls, detect_size: int | None = None, **changes: Any) -> Options:
+        """Video: one YuNet pass per frame; ``detect_size`` fixes the long side frames are detected at."""
+        low, high = (detect_size, detect_size) if detect_size else (VIDEO_MIN_DETECT_SIZE, VIDEO_MAX_DETECT_SIZE)
+        settings: dict[str, Any] = {"extra_scales": (), "min_detect_size": low, "max_detect_size": high}
+        return cls(**{**settings, **changes})
+
+    def replace(self, **changes: Any) -> Options:
+        return dataclasses.replace(self, **changes)
+
+    def detector_settings(self) -> dict[str, Any]:
+        """Keyword arguments for the face detector's constructor: only the settings that were given."""
+        names = {"face_model": "model_path", "face_threshold": "score_threshold", "extra_scales": "extra_scales",
+                 "mirror_extra_passes": "mirror_extra_passes", "min_detect_size": "min_long_side",
+                 "max_detect_size": "max_long_side"}
+        settings = {target: getattr(self, name) for name, target in names.items() if getattr(self, name) is not None}
+        settings.setdefault("model_path", None)
+        return settings

@@ -1,0 +1,80 @@
+"""A training run's settings, and what ``prepare`` computes once for every head and phase to share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from maskwatch.crops import DEFAULT_MARGIN
+from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
+from maskwatch.training.data import Sample
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str  # the first data folder: one sub-folder of images per class, or a VOC scene set
+    out_dir: str
+    backbone: str = "efficientnet_lite0"
+    input_size: int = 0  # 0: the backbone's default
+    crop_margin: float = DEFAULT_MARGIN
+    face_threshold: float = DEFAULT_SCORE_THRESHOLD
+    seed: int = 0
+    views: int = 8  # random augmented views of each training image
+    hidden: int = 256
+    dropout: float = 0.3
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    max_epochs: int = 300
+    patience: int = 20
+    face_model: str | None = None
+    cache_dir: str | None = None
+    limit: int = 0  # use only this many images per class (quick runs and tests)
+    head: str = "gap"  # "gap" (maskwatch) or "paper" (Flatten -> Dense(1024) -> Dropout -> Dense(2, sigmoid))
+    backbone_weights: str | None = None  # pretrained weights file instead of the backbone's default source
+    near_duplicates: bool = True  # group near-duplicate crops (dHash) into one split
+    occlusion: bool = True  # hands over bare mouths as hard negatives
+    # Views of each bare training face with a painted mask, labelled with_mask. Off by default: measured, they
+    # did not help on real masks (MODEL_CARD.md, "Black and patterned masks").
+    painted_views: int = 0
+    unfreeze: str = "0"  # phase 2: "0" (none, the paper's frozen backbone), N top blocks, or "all"
+    finetune_lr: float = 1e-5
+    finetune_epochs: int = 8
+    finetune_patience: int = 3
+    # More data folders, trained on together with data_dir (class-per-folder sets and VOC scene sets alike).
+    extra_data: list[str] = field(default_factory=list)
+    # Weights of the classes in the loss: "none", "sqrt" (inverse square root of each class's share) or
+    # "inverse" (inverse share). None by default: the operating point handles the rare class (a mask below the
+    # nose) at decision time, and sqrt weights sent masked faces to it (MODEL_CARD.md, "Training").
+    class_balance: str = "none"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def data_roots(self) -> list[Path]:
+        return [Path(p) for p in [self.data_dir, *self.extra_data]]
+
+
+@dataclass
+class Prepared:
+    """Everything a head needs, computed once: the split and the cached backbone features of every view."""
+
+    config: TrainConfig
+    out: Path
+    cache: Path
+    labels: list[str]
+    samples: list[Sample]
+    hashes: dict[str, int]  # dHash of each image's face crop, by file hash
+    by_split: dict[str, list[Sample]]
+    features: Callable[[str, list[str]], tuple[np.ndarray, np.ndarray]]  # (split, view kinds) -> frozen features, y
+    items: Callable[[str, list[str]], tuple[list[str], np.ndarray]]  # (split, view kinds) -> "sha:kind" names, y
+    view: Callable[[str], np.ndarray]  # "sha:kind" -> the view's BGR image at the model input size
+    feature_dim: int
+    size: int
+    counts: dict
+    unreadable: list[str]
+    started: float
+
+

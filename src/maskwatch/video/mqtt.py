@@ -1,0 +1,239 @@
+"""Publish events to an MQTT broker from a background thread, so a slow or absent broker never stalls video.
+
+Like the webhook sink: events wait in a bounded queue, and when it is full the oldest is dropped and counted
+(a fresh alert matters more than a stale one). Each event is published with QoS 1 to ``TOPIC/<event type>``
+and counts as delivered when the broker acknowledges it (PUBACK). paho-mqtt's network thread connects and
+reconnects with exponential back-off; a broker that is down at the start is simply waited for. While the
+connection is down nothing is handed to paho, so its own (unbounded) queue never grows: the bounded queue
+here is the only place events wait. A message in flight when the connection drops is sent again by paho
+on reconnection (QoS 1 is at least once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger("maskwatch.video")
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+# Messages handed to paho but not yet acknowledged: a handful keeps a fast broker busy without letting a
+# slow one pull the whole queue into paho's memory.
+MAX_IN_FLIGHT = 10
+
+
+class MqttError(ValueError):
+    """An MQTT URL or option that maskwatch will not use."""
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str
+    port: int
+    topic: str  # events go to TOPIC/<event type>
+    tls: bool
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """``mqtt://HOST[:PORT]/TOPIC`` (or ``mqtts://`` for TLS) -> where to publish; MqttError when unusable.
+
+    User names and passwords belong in their options, not in the URL, where they would end up in logs.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise MqttError(f"MQTT URL is malformed: {exc}") from None
+    if parts.scheme not in DEFAULT_PORTS:
+        raise MqttError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+    if "@" in parts.netloc:
+        raise MqttError("MQTT URL must not contain a user name or password; use --mqtt-username and "
+                        "--mqtt-password (or $MASKWATCH_MQTT_PASSWORD)")
+    if not parts.hostname:
+        raise MqttError(f"MQTT URL has no host: {url!r}")
+    topic = unquote(parts.path).strip("/")
+    if not topic:
+        raise MqttError(f"MQTT URL has no topic (mqtt://HOST:PORT/TOPIC): {url!r}")
+    if any(char in topic for char in "+\0") or "#" in url or parts.query:  # urlsplit takes "#..." as a fragment
+        raise MqttError(f"MQTT topic must be a plain topic, without wildcards (# +) or a query: {url!r}")
+    if port == 0:
+        raise MqttError(f"MQTT URL has port 0: {url!r}")
+    return MqttTarget(parts.hostname, port or DEFAULT_PORTS[parts.scheme], topic, parts.scheme == "mqtts")
+
+
+class MqttSink:
+    """Publish JSON events to ``url`` in order, QoS 1, from a daemon thread; never blocks the caller."""
+
+    def __init__(
+        self,
+        url: str,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        client_id: str | None = None,
+        max_queue: int = 100,
+        qos: int = 1,
+        keepalive: int = 30,
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.target = parse_mqtt_url(url)
+        self.qos = qos
+        self.delivered = 0  # acknowledged by the broker
+        self.failed = 0  # refused by paho (a message too large, a bad topic): sending again cannot help
+        self.dropped = 0  # pushed out of the full queue, or sent after close()
+        self.connects = 0  # successful connections, reconnections included
+        self._queue: deque[dict[str, Any]] = deque(maxlen=max_queue)
+        self._in_flight: dict[int, dict[str, Any]] = {}  # message id -> event, handed to paho, not acknowledged
+        self._acked: set[int] = set()
+        self._publishing = 0  # events between the queue and _in_flight
+        self._cond = threading.Condition()
+        self._connected = False
+        self._closing = False
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                   client_id=client_id or f"maskwatch-{uuid.uuid4().hex[:12]}")
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        if tls if tls is not None else (self.target.tls or ca_file is not None or cert_file is not None):
+            self._client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file,
+                                 cert_reqs=ssl.CERT_REQUIRED)
+        self._client.reconnect_delay_set(min_delay=min_backoff, max_delay=max_backoff)  # type: ignore[arg-type]
+        self._client.max_inflight_messages_set(MAX_IN_FLIGHT)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        # connect_async + loop_start: the first connection is made by paho's thread, which retries it with
+        # the same back-off as a reconnection, so an absent broker costs the caller nothing.
+        self._client.connect_async(self.target.host, self.target.port, keepalive=keepalive)
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="maskwatch-mqtt", daemon=True)
+        self._thread.start()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def send(self, event: dict[str, Any]) -> bool:
+        """Queue ``event``; never blocks on the network. False (and counted as dropped) after ``close()``."""
+        with self._cond:
+            if self._closing:
+                self.dropped += 1
+                log.warning("mqtt: a %s event sent after close() is dropped", event.get("type", "?"))
+                return False
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1  # deque(maxlen) pushes the oldest out on append
+            self._queue.append(event)
+            self._cond.notify_all()
+        return True
+
+    def close(self, timeout: float = 10.0, unreachable_wait: float = 2.0) -> bool:
+        """Deliver what is queued for up to ``timeout`` seconds, then disconnect; True if nothing was left.
+
+        While the broker is unreachable, wait at most ``unreachable_wait`` seconds for it to come back: a
+        watch whose broker is gone should end promptly.
+        """
+        start = time.monotonic()
+        deadline = start + timeout
+        with self._cond:
+            while (self._queue or self._in_flight or self._publishing) and time.monotonic() < deadline:
+                if not self._connected and time.monotonic() - start >= unreachable_wait:
+                    break
+                self._cond.wait(max(0.0, min(0.1, deadline - time.monotonic())))
+            left = len(self._queue) + len(self._in_flight) + self._publishing
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+        if left:
+            log.warning("mqtt: %d event(s) not delivered before shutdown (broker %s:%d %s)", left,
+                        self.target.host, self.target.port, "connected" if self._connected else "unreachable")
+        return left == 0
+
+    # -- the sender thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not (self._queue and self._connected
+                                                 and len(self._in_flight) + self._publishing < MAX_IN_FLIGHT):
+                    self._cond.wait()
+                if self._closing:
+                    return
+                event = self._queue.popleft()
+                self._publishing += 1
+            try:
+                self._publish(event)
+            except Exception:  # noqa: BLE001 - one bad event must never end the sender thread
+                self.failed += 1
+                log.exception("mqtt: unexpected error publishing a %s event", event.get("type", "?"))
+            finally:
+                with self._cond:
+                    self._publishing -= 1
+                    self._cond.notify_all()
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        """Hand one event to paho. Called without the lock: paho calls ``_on_publish`` (which takes it) while
+        holding its own message lock, and publish() needs that lock too."""
+        import paho.mqtt.client as mqtt
+
+        topic = f"{self.target.topic}/{event.get('type', 'event')}"
+        payload = json.dumps(event, ensure_ascii=False).encode("utf-8")
+        info = self._client.publish(topic, payload, qos=self.qos)
+        with self._cond:
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                if self.qos == 0 or info.mid in self._acked:  # QoS 0, or the PUBACK beat us here
+                    self._acked.discard(info.mid)
+                    self.delivered += 1
+                else:
+                    self._in_flight[info.mid] = event
+            elif info.rc == mqtt.MQTT_ERR_NO_CONN:  # the connection dropped just now: back to the queue's head
+                self._queue.appendleft(event)
+                self._connected = False
+            else:
+                self.failed += 1
+                log.warning("mqtt: cannot publish a %s event: %s", event.get("type", "?"),
+                            mqtt.error_string(info.rc))
+
+    # -- paho's callbacks (its network thread) ---------------------------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        with self._cond:
+            if reason_code.is_failure:
+                log.warning("mqtt: broker %s:%d refused the connection: %s", self.target.host, self.target.port,
+                            reason_code)
+                return
+            self.connects += 1
+            self._connected = True
+            self._cond.notify_all()
+        if self.connects > 1:
+            log.info("mqtt: reconnected to %s:%d", self.target.host, self.target.port)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        with self._cond:
+            was_connected, self._connected = self._connected, False
+            self._cond.notify_all()
+        if was_connected and not self._closing:
+            log.warning("mqtt: lost the broker %s:%d (%s); reconnecting", self.target.host, self.target.port,
+                        reason_code)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        with self._cond:
+            if self._in_flight.pop(mid, None) is not None:
+                self.delivered += 1
+            elif self.qos:
+                self._acked.add(mid)  # acknowledged before _publish() recorded it
+            self._cond.notify_all()
