@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -71,3 +73,32 @@ class EventLog:
             self.stream.write(json.dumps(event, ensure_ascii=False) + "\n")
             self.stream.flush()
             self.count += 1
+
+
+class EventQueue:
+    """The bounded queue a network sink (webhook, MQTT) keeps between the video loop and its sender thread.
+
+    ``send`` never blocks on the network: when the queue is full the oldest event goes, and after ``close``
+    (``_closing``) nothing more is taken; both are counted in ``dropped``. Subclasses own the sender thread.
+    """
+
+    def __init__(self, name: str, max_queue: int) -> None:
+        self.name = name
+        self.dropped = 0  # pushed out of the full queue, or sent after close()
+        self._queue: deque[dict[str, Any]] = deque(maxlen=max_queue)
+        self._cond = threading.Condition()
+        self._closing = False
+
+    def send(self, event: dict[str, Any]) -> bool:
+        """Queue ``event``; never blocks on the network. False (and counted as dropped) after ``close()``."""
+        with self._cond:
+            if self._closing:
+                self.dropped += 1
+                logging.getLogger("maskwatch.video").warning(
+                    "%s: a %s event sent after close() is dropped", self.name, event.get("type", "?"))
+                return False
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1  # deque(maxlen) pushes the oldest out on append
+            self._queue.append(event)
+            self._cond.notify_all()
+        return True

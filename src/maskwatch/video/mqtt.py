@@ -17,10 +17,11 @@ import ssl
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from maskwatch.video.events import EventQueue
 
 log = logging.getLogger("maskwatch.video")
 
@@ -69,7 +70,7 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     return MqttTarget(parts.hostname, port or DEFAULT_PORTS[parts.scheme], topic, parts.scheme == "mqtts")
 
 
-class MqttSink:
+class MqttSink(EventQueue):
     """Publish JSON events to ``url`` in order, QoS 1, from a daemon thread; never blocks the caller."""
 
     def __init__(
@@ -91,18 +92,15 @@ class MqttSink:
         import paho.mqtt.client as mqtt
 
         self.target = parse_mqtt_url(url)
+        super().__init__("mqtt", max_queue)
         self.qos = qos
         self.delivered = 0  # acknowledged by the broker
         self.failed = 0  # refused by paho (a message too large, a bad topic): sending again cannot help
-        self.dropped = 0  # pushed out of the full queue, or sent after close()
         self.connects = 0  # successful connections, reconnections included
-        self._queue: deque[dict[str, Any]] = deque(maxlen=max_queue)
         self._in_flight: dict[int, dict[str, Any]] = {}  # message id -> event, handed to paho, not acknowledged
         self._acked: set[int] = set()
         self._publishing = 0  # events between the queue and _in_flight
-        self._cond = threading.Condition()
         self._connected = False
-        self._closing = False
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                    client_id=client_id or f"maskwatch-{uuid.uuid4().hex[:12]}")
         if username is not None:
@@ -125,19 +123,6 @@ class MqttSink:
     @property
     def connected(self) -> bool:
         return self._connected
-
-    def send(self, event: dict[str, Any]) -> bool:
-        """Queue ``event``; never blocks on the network. False (and counted as dropped) after ``close()``."""
-        with self._cond:
-            if self._closing:
-                self.dropped += 1
-                log.warning("mqtt: a %s event sent after close() is dropped", event.get("type", "?"))
-                return False
-            if len(self._queue) == self._queue.maxlen:
-                self.dropped += 1  # deque(maxlen) pushes the oldest out on append
-            self._queue.append(event)
-            self._cond.notify_all()
-        return True
 
     def close(self, timeout: float = 10.0, unreachable_wait: float = 2.0) -> bool:
         """Deliver what is queued for up to ``timeout`` seconds, then disconnect; True if nothing was left.

@@ -15,9 +15,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
+
+from maskwatch.video.events import EventQueue
 
 log = logging.getLogger("maskwatch.video")
 
@@ -56,7 +57,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-class WebhookSink:
+class WebhookSink(EventQueue):
     """Deliver JSON events to ``url`` in order, from one daemon thread."""
 
     def __init__(
@@ -68,6 +69,7 @@ class WebhookSink:
         max_backoff: float = 30.0,
         timeout: float = 5.0,
     ) -> None:
+        super().__init__("webhook", max_queue)
         self.url = validate_webhook_url(url)
         self.retries = retries
         self.backoff = backoff
@@ -76,29 +78,12 @@ class WebhookSink:
         # Once close() has returned, every event sent is in exactly one of these three counters.
         self.delivered = 0
         self.failed = 0  # given up after all retries, refused by the receiver, or still unsent at close()
-        self.dropped = 0  # pushed out of the full queue, or sent after close()
         self.attempts = 0
         self._closed = False  # close() has counted what was left: the sender thread counts nothing more
-        self._queue: deque[dict[str, Any]] = deque(maxlen=max_queue)
-        self._cond = threading.Condition()
-        self._closing = False
         self._busy = False
         self._opener = urllib.request.build_opener(_NoRedirects)
         self._thread = threading.Thread(target=self._run, name="maskwatch-webhook", daemon=True)
         self._thread.start()
-
-    def send(self, event: dict[str, Any]) -> bool:
-        """Queue ``event``; never blocks on the network. False (and counted as dropped) after ``close()``."""
-        with self._cond:
-            if self._closing:
-                self.dropped += 1
-                log.warning("webhook: a %s event sent after close() is dropped", event.get("type", "?"))
-                return False
-            if len(self._queue) == self._queue.maxlen:
-                self.dropped += 1  # deque(maxlen) pushes the oldest out on append
-            self._queue.append(event)
-            self._cond.notify()
-        return True
 
     @property
     def sent(self) -> int:
