@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 
 from maskwatch import MaskDetector
-from maskwatch.classifier.onnx_classifier import MASK_LABEL
 from maskwatch.evaluation.appearance import APPEARANCES, mask_appearance
 from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD, YuNetDetector
 from maskwatch.images import load_image
+from maskwatch.labels import WITH_MASK as MASK_LABEL
 from maskwatch.model_files import cache_dir
 from maskwatch.synthetic import face_patch, free_spot, iou, paste
 from maskwatch.training.data import dhash, group_near_duplicates, scan_dataset, split_samples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,15 @@ def test_train_with_finetuning_exports_what_it_scored(tmp_path: Path, yunet_path
     assert evaluation["test"]["accuracy"] == report["test"]["accuracy"]
     assert [evaluation["test_by_face_px"][px]["accuracy"] for px in ("16", "48")] == [
         report["test_by_face_px"][px]["accuracy"] for px in ("16", "48")]
+    # A second run goes on from the first one's fine-tuned weights: it starts where the first one ended.
+    assert (tmp_path / "run" / "backbone.pt").is_file()
+    again = train(replace(config, out_dir=str(tmp_path / "again"), init_from=str(tmp_path / "run")))
+    assert again["finetune"]["start_val_loss"] == pytest.approx(summary["best_val_loss"], rel=1e-4)
+    frozen_run = tmp_path / "frozen"  # a run without a fine-tuned backbone cannot be gone on from
+    frozen_run.mkdir()
+    (frozen_run / "report.json").write_text((tmp_path / "run" / "report.json").read_text())
+    with pytest.raises(ValueError, match="no backbone.pt"):
+        train(replace(config, out_dir=str(tmp_path / "bad"), init_from=str(frozen_run)))
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cache_dir=args.cache, limit=args.limit, near_duplicates=args.near_duplicates, occlusion=args.occlusion,
         painted_views=args.painted_views, head=args.head, backbone_weights=args.backbone_weights,
         unfreeze=args.unfreeze, finetune_lr=args.finetune_lr, finetune_epochs=args.finetune_epochs,
+        init_from=args.init_from,
     )
     if args.command == "train" and "," in args.unfreeze:
         print("maskwatch: train takes one --unfreeze value; tune takes a list", file=sys.stderr)
@@ -102,6 +103,9 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
                             "on validation loss (tune's default: 0,2,all)")
     train.add_argument("--finetune-lr", type=positive_float, default=1e-5, help="phase 2 learning rate (default 1e-5)")
     train.add_argument("--finetune-epochs", type=positive_int, default=8, help="phase 2 epochs at most")
+    train.add_argument("--init-from", metavar="RUN_DIR",
+                       help="phase 2 starts from this run's fine-tuned backbone and head (backbone.pt, head.pt) "
+                            "instead of ImageNet: go on training a model")
     train.add_argument("--class-balance", choices=["none", "sqrt", "inverse"], default="none",
                        help="loss weight per class from its share of the training faces: none (default: the "
                             "operating point handles rare classes), 1/sqrt(share) or 1/share")

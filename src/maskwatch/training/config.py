@@ -50,6 +50,9 @@ class TrainConfig:
     # "inverse" (inverse share). None by default: the operating point handles the rare class (a mask below the
     # nose) at decision time, and sqrt weights sent masked faces to it (MODEL_CARD.md, "Training").
     class_balance: str = "none"
+    # A run folder whose fine-tuned backbone (backbone.pt) and head (head.pt) phase 2 starts from, to go on
+    # training a model instead of starting again from ImageNet (same backbone, input size, head and labels).
+    init_from: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property

@@ -18,8 +18,10 @@ Choices, and why:
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -81,8 +83,10 @@ def finetune(prep: Prepared, head: nn.Module, config: TrainConfig, first_epoch: 
         create_backbone(spec.name, pretrained=True, input_size=prep.size, weights_path=config.backbone_weights),
         config.head,
     )
-    trainable = set_trainable(module, config.unfreeze)
     head = copy.deepcopy(head)
+    if config.init_from:
+        load_run_weights(Path(config.init_from), module, head, prep.labels)
+    trainable = set_trainable(module, config.unfreeze)
     module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs miss memory_format
     parameters = [p for p in module.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.finetune_lr, weight_decay=config.weight_decay)
@@ -166,6 +170,21 @@ def train_epoch(module: nn.Module, head: nn.Module, optimizer: torch.optim.Optim
         optimizer.step()
         total += loss.item() * len(index)
     return total / len(order)
+
+
+def load_run_weights(run: Path, module: nn.Module, head: nn.Module, labels: list[str]) -> None:
+    """Load a finished run's fine-tuned backbone and head into ``module`` and ``head`` (phase 2 goes on from them).
+
+    Only tensors are read (``weights_only``): a run folder from elsewhere cannot run code here.
+    """
+    report = json.loads((run / "report.json").read_text())
+    if report["labels"] != labels:
+        raise ValueError(f"--init-from {run}: its labels {report['labels']} are not this run's {labels}")
+    state = run / "backbone.pt"
+    if not state.is_file():
+        raise ValueError(f"--init-from {run}: no backbone.pt (only runs with a fine-tuned backbone have one)")
+    module.load_state_dict(torch.load(state, map_location="cpu", weights_only=True))
+    head.load_state_dict(torch.load(run / "head.pt", map_location="cpu", weights_only=True))
 
 
 def _state(module: nn.Module, head: nn.Module) -> tuple[dict, dict]:

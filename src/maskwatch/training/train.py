@@ -65,6 +65,7 @@ from maskwatch.training.operating_point import balanced_accuracy, choose_operati
 BARE_LABEL = WITHOUT_MASK
 MASK_LABEL = WITH_MASK
 INCORRECT_LABEL = INCORRECT_MASK
+BACKBONE_STATE = "backbone.pt"  # the fine-tuned feature module's weights, for --init-from
 AUGMENT_VERSION = 3  # bump when augment.py changes, so cached features are recomputed
 
 
@@ -270,6 +271,8 @@ def finish(
     }
     model_path = export_onnx(model, out / "mask_classifier.onnx", size, metadata)
     torch.save(head.state_dict(), out / "head.pt")
+    if config.unfreeze != "0":  # a fine-tuned backbone: keep it, so that a later run can go on from it
+        torch.save(backbone.state_dict(), out / BACKBONE_STATE)
 
     report = {
         "config": asdict(config),
