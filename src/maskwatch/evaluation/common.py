@@ -17,8 +17,11 @@ DEFAULT_LABEL_MAP = {"mask_weared_incorrect": WITHOUT_MASK, INCORRECT_MASK: WITH
 
 
 def parse_label_map(items: Iterable[str], labels: Sequence[str]) -> dict[str, str]:
-    """``["other=without_mask", "hat=ignore"]`` on top of the default map; targets must be model labels or ignore."""
-    mapping = dict(DEFAULT_LABEL_MAP)
+    """The user's ``["other=without_mask", "hat=ignore"]``; targets must be model labels or ignore.
+
+    The default map is not copied in: ``map_label`` falls back to it only where the model lacks a label.
+    """
+    mapping: dict[str, str] = {}
     for item in items:
         name, sep, target = item.partition("=")
         name, target = name.strip(), target.strip()
@@ -35,16 +38,16 @@ def parse_label_map(items: Iterable[str], labels: Sequence[str]) -> dict[str, st
 def map_label(name: str, mapping: dict[str, str], labels: Sequence[str]) -> str | None:
     """The model label an annotated class counts as; None when it is ignored or unknown.
 
-    A name the user mapped wins; then the name itself, or its usual alias (``labels.py``), when the model
-    has that label; then the default map.
+    The user's map wins; then the name itself, or its usual alias (``labels.py``), when the model has that
+    label; then the default map (a two-class model counts a mask below the nose as none).
     """
-    explicit = mapping.get(name)
-    if explicit is not None and DEFAULT_LABEL_MAP.get(name) != explicit:
-        return None if explicit == IGNORE else explicit
-    if canonical_label(name) in labels:
-        return canonical_label(name)
-    target = mapping.get(name)
-    return None if target in (None, IGNORE) else target
+    if name in mapping:
+        return None if mapping[name] == IGNORE else mapping[name]
+    canonical = canonical_label(name)
+    if canonical in labels:
+        return canonical
+    fallback = DEFAULT_LABEL_MAP.get(name)
+    return fallback if fallback in labels else None
 
 
 def predict(detector: MaskDetector, probabilities: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from maskwatch.evaluation.common import IGNORE, fmt, map_label, markdown_table, predict
 from maskwatch.images import IMAGE_SUFFIXES, ImageError, load_image
-from maskwatch.labels import WITH_MASK as MASK_LABEL
+from maskwatch.labels import WITH_MASK
 from maskwatch.pipeline import MaskDetector
 from maskwatch.training.metrics import classification_report, expected_calibration_error, roc_auc
 
@@ -74,9 +74,9 @@ def evaluate_faces(root: str | Path, detector: MaskDetector, mapping: dict[str, 
 def _face_scores(y: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray, labels: list[str],
                  mask_threshold: float, images: list[dict], missed: Counter, root: str) -> dict:
     for entry, p, k in zip((e for e in images if "error" not in e), probabilities, predicted, strict=True):
-        entry.update(predicted=labels[k], p_with_mask=round(float(p[labels.index(MASK_LABEL)]), 4))
+        entry.update(predicted=labels[k], p_with_mask=round(float(p[labels.index(WITH_MASK)]), 4))
     scores = classification_report(y, predicted, labels)
-    mask = labels.index(MASK_LABEL)
+    mask = labels.index(WITH_MASK)
     scores["roc_auc"] = roc_auc(y == mask, probabilities[:, mask])
     scores["ece"] = expected_calibration_error(probabilities, y) if len(y) else None
     totals = Counter(e["label"] for e in images)
@@ -100,7 +100,7 @@ def faces_markdown(result: dict) -> str:
     summary = [
         ["accuracy (images with a face)", fmt(scores["accuracy"], 4)],
         ["accuracy (all images; no face or unreadable = wrong)", fmt(result["accuracy_all_images"], 4)],
-        [f"ROC AUC (score P({MASK_LABEL}))", fmt(scores["roc_auc"], 4)],
+        [f"ROC AUC (score P({WITH_MASK}))", fmt(scores["roc_auc"], 4)],
         ["ECE (15 bins, top label)", fmt(scores["ece"], 4)],
     ]
     return "\n\n".join([

@@ -24,7 +24,7 @@ from maskwatch.evaluation.appearance import APPEARANCES, mask_appearance
 from maskwatch.evaluation.calibration import CALIBRATED_NAME, write_calibrated_model
 from maskwatch.evaluation.common import fmt, markdown_table
 from maskwatch.faces import YuNetDetector
-from maskwatch.labels import WITH_MASK as MASK_LABEL
+from maskwatch.labels import WITH_MASK
 from maskwatch.model_files import cache_dir as default_cache_dir
 from maskwatch.training.augment import EVAL_FACE_SIZES, as_small_face, resize_to
 from maskwatch.training.data import Sample, read_split
@@ -157,7 +157,7 @@ def _test_scores(data: RunData) -> tuple[dict, dict[str, np.ndarray]]:
     labels = data.classifier.labels
     y = data.y(data.test)
     probs = {name: data.score(data.test, view) for name, view in views(data.classifier).items()}
-    clean, mask = probs["clean"], labels.index(MASK_LABEL)
+    clean, mask = probs["clean"], labels.index(WITH_MASK)
     fpr, tpr, _ = roc_curve(y == mask, clean[:, mask])
     result = {
         "run_dir": str(data.run), "model": str(data.run / MODEL_NAME), "data_dir": str(data.data_root),
@@ -177,7 +177,7 @@ def _test_scores(data: RunData) -> tuple[dict, dict[str, np.ndarray]]:
 def _recall_by_appearance(data: RunData, probs: dict[str, np.ndarray]) -> dict[str, dict]:
     """Masked test faces grouped by how their mask looks (dark / patterned / plain): the share called masked,
     on every view."""
-    mask = data.classifier.labels.index(MASK_LABEL)
+    mask = data.classifier.labels.index(WITH_MASK)
     masked = np.flatnonzero(data.y(data.test) == mask)
     kinds = np.array([mask_appearance(data.crop(data.test[i]), data.classifier.crop_margin) for i in masked])
     result = {}
@@ -213,7 +213,7 @@ def _probabilities(classifier: MaskClassifier, views: list[np.ndarray]) -> np.nd
 
 def _scores(probabilities: np.ndarray, y_true: np.ndarray, labels: list[str]) -> dict:
     """The classification report (argmax, as in training) plus ranking and calibration figures."""
-    mask = labels.index(MASK_LABEL)
+    mask = labels.index(WITH_MASK)
     scores = classification_report(y_true, probabilities.argmax(axis=1), labels)
     scores["roc_auc"] = roc_auc(y_true == mask, probabilities[:, mask])
     scores["ece"] = expected_calibration_error(probabilities, y_true)
@@ -269,7 +269,7 @@ def _write_calibrated(data: RunData, calibration: dict) -> dict:
 def _misclassified(data: RunData, probs: np.ndarray) -> list[dict]:
     """Wrong test images, the most confident mistakes first."""
     labels, test = data.classifier.labels, data.test
-    mask = labels.index(MASK_LABEL)
+    mask = labels.index(WITH_MASK)
     wrong = np.flatnonzero(probs.argmax(axis=1) != data.y(test))
     wrong = wrong[np.argsort(-probs[wrong].max(axis=1), kind="stable")]
     return [{"index": int(i), "file": test[i].relative(data.data_root), "label": test[i].label,
@@ -289,7 +289,7 @@ def _plots(run: Path, result: dict, crops: list[np.ndarray], labels: list[str]) 
     made = {
         "confusion": plots.confusion_matrix(test["confusion"], labels, run / "confusion_matrix.png"),
         "roc": plots.roc(np.array(result["roc"]["fpr"]), np.array(result["roc"]["tpr"]), test["roc_auc"],
-                         MASK_LABEL, run / "roc.png"),
+                         WITH_MASK, run / "roc.png"),
     }
     series = [(f"model, ECE {test['ece']:.3f}", result["reliability_bins"])]
     calibration = result.get("calibration")
@@ -328,7 +328,7 @@ def _md_summary(result: dict) -> str:
     rows = [
         ["accuracy", f"{test['accuracy']:.4f} ({test['n']} images; training report "
                      f"{result['training_report_test_accuracy']:.4f}{'' if agrees else ', DIFFERS'})"],
-        [f"ROC AUC (score P({MASK_LABEL}))", fmt(test["roc_auc"], 4)],
+        [f"ROC AUC (score P({WITH_MASK}))", fmt(test["roc_auc"], 4)],
         [f"ECE ({ECE_BINS} bins)", fmt(test["ece"], 4)],
         ["NLL", fmt(test["nll"], 4)],
     ]
@@ -431,8 +431,8 @@ def _md_misclassified(result: dict) -> str:
     return "\n\n".join([
         "## Misclassified test images",
         f"{len(wrong)} of {result['test']['n']}, the most confident mistakes first.",
-        markdown_table(["file", "true", "predicted", f"P({MASK_LABEL})", "no face found"], rows),
-        f"Contact sheet: [{SHEET_NAME}]({SHEET_NAME}) (each crop with its true label and P({MASK_LABEL}))"
+        markdown_table(["file", "true", "predicted", f"P({WITH_MASK})", "no face found"], rows),
+        f"Contact sheet: [{SHEET_NAME}]({SHEET_NAME}) (each crop with its true label and P({WITH_MASK}))"
         + (f"; it shows only the {SHEET_LIMIT} most confident of the {len(wrong)} mistakes."
            if len(wrong) > SHEET_LIMIT else "."),
         f"> **`{SHEET_NAME}` is made from data-set images. It stays in this run folder and must never be committed "

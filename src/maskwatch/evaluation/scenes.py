@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from maskwatch.boxes import iou
 from maskwatch.crops import DEFAULT_MARGIN, face_crop
-from maskwatch.evaluation.common import IGNORE, fmt, map_label, markdown_table, predict
+from maskwatch.evaluation.common import DEFAULT_LABEL_MAP, IGNORE, fmt, map_label, markdown_table, predict
 from maskwatch.faces import Face
 from maskwatch.images import ImageError, load_image
 from maskwatch.labels import WITH_MASK, WITHOUT_MASK
@@ -265,8 +265,9 @@ def evaluate_scenes(root: str | Path, detector: MaskDetector, mapping: dict[str,
 
 
 def effective_map(mapping: dict[str, str], labels: list[str]) -> dict[str, str]:
-    """What each mapped class name counts as for this model (names that count as themselves left out)."""
-    effective = {name: map_label(name, mapping, labels) or IGNORE for name in mapping}
+    """What each mapped class name (the user's and the default map's) counts as for this model; names that
+    count as themselves are left out."""
+    effective = {name: map_label(name, mapping, labels) or IGNORE for name in {**DEFAULT_LABEL_MAP, **mapping}}
     return {name: target for name, target in effective.items() if target != name}
 
 

@@ -62,9 +62,6 @@ from maskwatch.training.objective import (
 )
 from maskwatch.training.operating_point import balanced_accuracy, choose_operating_point
 
-BARE_LABEL = WITHOUT_MASK
-MASK_LABEL = WITH_MASK
-INCORRECT_LABEL = INCORRECT_MASK
 BACKBONE_STATE = "backbone.pt"  # the fine-tuned feature module's weights, for --init-from
 AUGMENT_VERSION = 3  # bump when augment.py changes, so cached features are recomputed
 
@@ -103,7 +100,7 @@ def prepare(config: TrainConfig) -> Prepared:
     extractor = FeatureExtractor(module, spec, size, cache, tag=f"{spec.name}-{size}-{config.head}-{weights_tag}")
     by_split = {name: [s for s in samples if s.split == name] for name in ("train", "val", "test")}
     label_index = {label: i for i, label in enumerate(labels)}
-    bare = {s.sha256 for s in samples if s.label == BARE_LABEL}
+    bare = {s.sha256 for s in samples if s.label == WITHOUT_MASK}
     key = {"backbone": spec.name, "size": size, "margin": config.crop_margin,
            "threshold": config.face_threshold, "augment": AUGMENT_VERSION, "seed": config.seed,
            "occlusion": config.occlusion, "head": config.head, "weights": weights_tag}
@@ -128,7 +125,7 @@ def prepare(config: TrainConfig) -> Prepared:
 
     def members(split: str, kind: str) -> list[Sample]:
         painted = kind == "paint" or kind.startswith("m")  # painted masks go on bare faces only
-        return [s for s in by_split[split] if s.label == BARE_LABEL] if painted else by_split[split]
+        return [s for s in by_split[split] if s.label == WITHOUT_MASK] if painted else by_split[split]
 
     def items(split: str, kinds: list[str]) -> tuple[list[str], np.ndarray]:
         pairs = [(s, k) for k in kinds for s in members(split, k)]
@@ -176,7 +173,7 @@ def train(config: TrainConfig) -> dict:
 
 def item_label(sample: Sample, kind: str) -> str:
     """A view's label: the sample's, except that a bare face with a painted mask ("m1", "m2", "paint") is masked."""
-    return MASK_LABEL if kind == "paint" or kind.startswith("m") else sample.label
+    return WITH_MASK if kind == "paint" or kind.startswith("m") else sample.label
 
 
 def training_features(prep: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -213,7 +210,7 @@ def finish(
     val_probabilities, y_val = scored("clean", "val")
     val_sources = np.array([s.source for s in prep.by_split["val"]], int)
     scene_val = np.array([s.box is not None for s in prep.by_split["val"]], bool)
-    if scene_val.any() and INCORRECT_LABEL in labels:
+    if scene_val.any() and INCORRECT_MASK in labels:
         point, operating_search = choose_operating_point(val_probabilities[scene_val], y_val[scene_val], labels)
         operating_search["chosen_on"] = "validation faces of the scene sets (annotated boxes)"
     else:
@@ -231,7 +228,7 @@ def finish(
         probabilities, y_px = scored(f"px{px}")
         by_size[str(px)] = classification_report(y_px, probabilities.argmax(1), labels)
     probabilities, y_hand = scored("hand")
-    bare = y_hand == labels.index(BARE_LABEL)
+    bare = y_hand == labels.index(WITHOUT_MASK)
     hand_accuracy = float((probabilities[bare].argmax(1) == y_hand[bare]).mean()) if bare.any() else None
     probabilities, y_paint = scored("paint")
     paint_accuracy = float((probabilities.argmax(1) == y_paint).mean()) if len(y_paint) else None
