@@ -47,6 +47,9 @@ class MaskDetector:
             options = Options(detector=face_detector, face_model=None if face_model is None else str(face_model),
                               face_threshold=face_threshold)
             face_detector = create_detector(options.detector, **options.detector_settings())
+        elif face_model is not None or face_threshold is not None:
+            raise ValueError("face_model and face_threshold configure a detector made by name; set them on the "
+                             "detector object you pass, or use MaskDetector.from_options")
         self.faces = face_detector
         self.classifier = classifier if isinstance(classifier, MaskClassifier) else MaskClassifier(classifier)
         model_point = self.classifier.operating_point
