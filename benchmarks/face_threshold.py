@@ -61,6 +61,7 @@ def main() -> int:
     best = {label: np.array([max([d[4] for d in records[s.sha256].detections], default=0.0)
                              for s in samples if s.label == label and not records[s.sha256].error])
             for label in labels}
+    default = YuNetDetector(args.face_model).score_threshold  # from the model's metadata (stock: 0.5)
     detector = YuNetDetector(args.face_model, score_threshold=STORE_THRESHOLD)  # the photo default passes
     negatives = [max([f.score for f in detector.detect(img)], default=0.0) for img in face_free_images()]
     print(f"images: {', '.join(f'{label} {len(v)}' for label, v in best.items())}; "
@@ -71,7 +72,7 @@ def main() -> int:
     for t in THRESHOLDS:
         rates = " | ".join(f"{np.mean(best[label] >= t):.3f}" for label in labels)
         false = sum(score >= t for score in negatives)
-        mark = "  <- default" if abs(t - DEFAULT_SCORE_THRESHOLD) < 1e-9 else ""
+        mark = "  <- the model's default" if abs(t - default) < 1e-9 else ""
         print(f"{t:.1f} | {rates} | {false}{mark}")
     return 0
 

@@ -43,7 +43,8 @@ def make_backgrounds(paths: list[Path], count: int, rng: np.random.Generator) ->
 
     Many training scenes show crowds: their blurred faces must not count as false detections.
     """
-    check = YuNetDetector(score_threshold=0.25)  # raw passes below: no filtering that could change with tuning
+    # Scenes are built with the stock YuNet whatever model is measured, so that every model meets the same scenes.
+    check = YuNetDetector("stock", score_threshold=0.25)  # raw passes: no filtering that could change with tuning
     backgrounds = []
     for path in rng.permutation(paths):
         if len(backgrounds) >= count:
@@ -84,7 +85,7 @@ def main() -> int:
     if args.one_pass:
         detector.faces.extra_scales = ()
     samples, _ = scan_dataset(args.data_dir)
-    single_pass = YuNetDetector(args.face_model, extra_scales=())  # as training cuts its crops
+    single_pass = YuNetDetector("stock", extra_scales=())  # the split as the shipped classifier's training cut it
     cache = FaceCropCache(cache_dir() / "train", single_pass, 0.2, DEFAULT_SCORE_THRESHOLD)
     records = cache.build(samples)
     # The training command's split: near-duplicate crops grouped, seed 0.

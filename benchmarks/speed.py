@@ -1,6 +1,6 @@
 """Speed, side by side in one run: the classifier per face, and the whole pipeline per 640x480 frame.
 
-    python benchmarks/speed.py [--repeats 30]
+    python benchmarks/speed.py [--repeats 30] [--compare-stock]
 
 Frames are built from real photos of the shared data set (faces pasted at
 48-80 px onto a blurred photo) so YuNet and the classifier do real work.
@@ -20,8 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskwatch import MaskDetector, load_image
+from maskwatch import MaskDetector, Options, load_image
 from maskwatch.crops import face_crop
+from maskwatch.faces.yunet import STOCK_PHOTO_EXTRA_SCALES, YuNetDetector
 from maskwatch.synthetic import face_patch, free_spot, paste
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "face-mask"
@@ -62,6 +63,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--compare-stock", action="store_true",
+                        help="also time the stock YuNet (--face-model stock) with its old three-pass default")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     detector = MaskDetector()
@@ -79,17 +82,27 @@ def main() -> int:
     batch8 = timed(lambda: classifier.mask_probability(crops), args.repeats)
     print(f"classifier, 1 face (batch 1) | {batch1:.2f}")
     print(f"classifier, per face in a batch of 8 | {batch8 / 8:.2f}")
-    photo_scales = detector.faces.extra_scales
-    for passes, scales in (("3 passes (photo default)", photo_scales), ("1 pass (--extra-scales '', video)", ())):
-        detector.faces.extra_scales = scales
+    # The face stage, side by side: the shipped model at the photo default, and the stock YuNet with the
+    # passes it needed (the photo default before maskwatch's own model) and with one pass.
+    configurations = [
+        ("maskwatch YuNet, photo default (onnxruntime)", MaskDetector.from_options(Options.photo())),
+        ("maskwatch YuNet, photo default, through cv2.FaceDetectorYN",
+         MaskDetector(face_detector=YuNetDetector(engine="opencv"))),
+    ]
+    if args.compare_stock:
+        configurations += [
+            ("stock YuNet, 3 passes + mirrored (old photo default)", MaskDetector.from_options(
+                Options.photo(face_model="stock", extra_scales=STOCK_PHOTO_EXTRA_SCALES, mirror_extra_passes=True))),
+            ("stock YuNet, 1 pass", MaskDetector.from_options(Options.photo(face_model="stock", extra_scales=()))),
+        ]
+    for name, pipeline in configurations:
         for n, frame in frames.items():
-            found = len(detector.detect_array(frame))
-            detect_only = timed(lambda frame=frame: detector.faces.detect(frame), args.repeats)
-            whole = timed(lambda frame=frame: detector.detect_array(frame), args.repeats)
-            label = f"640x480 frame, {n} face(s) pasted ({found} found), {passes}"
-            print(f"{label}: YuNet only | {detect_only:.1f}")
+            found = len(pipeline.detect_array(frame))
+            detect_only = timed(lambda frame=frame, p=pipeline: p.faces.detect(frame), args.repeats)
+            whole = timed(lambda frame=frame, p=pipeline: p.detect_array(frame), args.repeats)
+            label = f"640x480 frame, {n} face(s) pasted ({found} found), {name}"
+            print(f"{label}: face stage only | {detect_only:.1f}")
             print(f"{label}: whole pipeline | {whole:.1f}")
-    detector.faces.extra_scales = photo_scales
     return 0
 
 

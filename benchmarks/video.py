@@ -36,7 +36,6 @@ from maskwatch.video.writers import VideoFileWriter
 
 SHARED = Path(os.environ.get("MASKWATCH_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
 DATA = SHARED / "datasets" / "face-mask"
-SHARED_YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
 
 
 def peak_rss_mb() -> float:
@@ -218,8 +217,7 @@ def main() -> int:
     parser.add_argument("--faces", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--detect-every", nargs="+", type=int, default=[1, 3])
     parser.add_argument("--detect-size", type=int, help="as maskwatch watch --detect-size (default: 640-1280)")
-    parser.add_argument("--face-model", default=str(SHARED_YUNET) if SHARED_YUNET.is_file() else None,
-                        help="YuNet ONNX file (default: the shared copy, else $MASKWATCH_FACE_MODEL)")
+    parser.add_argument("--face-model", help="YuNet ONNX file, or 'stock' (default: maskwatch's own, shipped)")
     parser.add_argument("--with-out", action="store_true", help="also time writing an annotated .mp4")
     parser.add_argument("--compare-sequential", action="store_true",
                         help="also run each clip without the detector thread (stage one in the main thread)")

@@ -1,6 +1,6 @@
-"""Shared fixtures: the real YuNet model and real images from ../shared.
+"""Shared fixtures: the real models (the shipped ones, and the stock YuNet) and real images from ../shared.
 
-Portable: YuNet comes from $MASKWATCH_FACE_MODEL, else ../shared/models (or $MASKWATCH_SHARED/models), else a
+Portable: the stock YuNet comes from $MASKWATCH_FACE_MODEL, else ../shared/models (or $MASKWATCH_SHARED/models), else a
 download checked against its sha256; a test that needs it skips, saying how to provide it, when none works.
 A test that needs the shared photo sets skips with the same kind of reason; everything else runs from what
 the repository ships or generates.
@@ -122,7 +122,7 @@ def manifest() -> list[dict[str, str]]:
 
 # Single-face photos from the TEST split of the shipped model (seed 0, near-duplicates grouped: see
 # MODEL_CARD.md), so labels are not memorised.
-MASKED_JPG = DATASET / "with_mask" / "with_mask_0003.jpg"
+MASKED_JPG = DATASET / "with_mask" / "with_mask_0609.jpg"  # one face (0003 also shows a hand the detector finds)
 BARE_JPG = DATASET / "without_mask" / "without_mask_0003.jpg"
 TEST_SPLIT_FACES = {
     "with_mask": [DATASET / "with_mask" / f"with_mask_{i:04d}.jpg" for i in (3, 10, 22, 23, 36)],
@@ -131,10 +131,11 @@ TEST_SPLIT_FACES = {
 
 
 @pytest.fixture(scope="session")
-def detector(yunet_path: Path):
+def detector():
+    """The pipeline as users get it: the shipped face model and classifier."""
     from maskwatch import MaskDetector
 
-    return MaskDetector(face_model=yunet_path)
+    return MaskDetector()
 
 
 @contextmanager

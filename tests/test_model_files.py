@@ -44,7 +44,7 @@ def test_download_is_verified_and_cached(model_server: str, no_local_model: Path
     # The second call uses the cache: the server may be gone.
     monkeypatch.setenv("MASKWATCH_FACE_MODEL_URL", f"{model_server}/missing.onnx")
     assert resolve(YUNET) == path
-    assert YuNetDetector().model_path == path
+    assert YuNetDetector("stock").model_path == path  # the stock model, when asked for, comes from the cache
 
 
 def test_corrupted_download_is_refused(model_server: str, no_local_model: Path,

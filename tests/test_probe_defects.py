@@ -41,7 +41,7 @@ def lines(output: bytes) -> list[dict]:
 # -- maskwatch detect ------------------------------------------------------------------------------
 
 
-def test_a_file_name_that_is_not_utf8_keeps_the_json_valid(tmp_path: Path, yunet_path: Path) -> None:
+def test_a_file_name_that_is_not_utf8_keeps_the_json_valid(tmp_path: Path) -> None:
     odd = os.fsencode(tmp_path) + b"/caf\xe9-\xff.jpg"  # Latin-1 bytes, as from an old camera card
     with open(odd, "wb") as handle:
         handle.write(PHOTO.read_bytes())
@@ -54,7 +54,7 @@ def test_a_file_name_that_is_not_utf8_keeps_the_json_valid(tmp_path: Path, yunet
     assert to_stdout.returncode == 0 and lines(to_stdout.stdout)[0]["file"] == line["file"]
 
 
-def test_paths_that_cannot_be_looked_at_and_empty_folders_are_reported(tmp_path: Path, yunet_path: Path) -> None:
+def test_paths_that_cannot_be_looked_at_and_empty_folders_are_reported(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     too_long = str(tmp_path / ("x" * 300 + ".jpg"))  # stat() fails with ENAMETOOLONG, as EACCES does
@@ -68,7 +68,7 @@ def test_paths_that_cannot_be_looked_at_and_empty_folders_are_reported(tmp_path:
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder; the name-too-long case covers stat errors")
-def test_a_path_inside_an_unreadable_folder_is_reported(tmp_path: Path, yunet_path: Path) -> None:
+def test_a_path_inside_an_unreadable_folder_is_reported(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     (locked / "sub").mkdir(parents=True)
     (locked / "sub" / "a.jpg").write_bytes(PHOTO.read_bytes())
@@ -90,7 +90,7 @@ def test_output_paths_that_cannot_work_are_refused_with_exit_2(tmp_path: Path) -
         assert b"Traceback" not in result.stderr and result.stdout == b""
 
 
-def test_same_names_in_one_run_do_not_overwrite_each_other(tmp_path: Path, yunet_path: Path) -> None:
+def test_same_names_in_one_run_do_not_overwrite_each_other(tmp_path: Path) -> None:
     for folder, ext in (("a", ".jpg"), ("b", ".png")):
         (tmp_path / folder).mkdir()
         Image.open(PHOTO).save(tmp_path / folder / f"x{ext}")
@@ -102,7 +102,7 @@ def test_same_names_in_one_run_do_not_overwrite_each_other(tmp_path: Path, yunet
     assert b"x-2.jpg" in result.stderr  # and the user is told where the second one went
 
 
-def test_a_closed_stdout_stops_the_batch_without_a_traceback(tmp_path: Path, yunet_path: Path) -> None:
+def test_a_closed_stdout_stops_the_batch_without_a_traceback(tmp_path: Path) -> None:
     for i in range(4):
         (tmp_path / f"p{i}.jpg").write_bytes(PHOTO.read_bytes())
     process = subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "detect", str(tmp_path), *FAST, "--quiet"],
@@ -125,7 +125,7 @@ def test_a_corrupt_model_file_exits_2_with_a_message(tmp_path: Path, model: str)
         assert b"Traceback" not in result.stderr and b"corrupt.onnx" in result.stderr, (command, result.stderr)
 
 
-def test_a_fifo_and_an_oversized_file_are_refused_without_reading_them(tmp_path: Path, yunet_path: Path) -> None:
+def test_a_fifo_and_an_oversized_file_are_refused_without_reading_them(tmp_path: Path) -> None:
     fifo = tmp_path / "camera.jpg"
     os.mkfifo(fifo)  # nobody ever writes to it: opening it for reading used to wait for ever
     huge = tmp_path / "huge.jpg"
@@ -141,7 +141,7 @@ def test_a_fifo_and_an_oversized_file_are_refused_without_reading_them(tmp_path:
     assert result.returncode == 1
 
 
-def test_a_multi_frame_file_is_judged_on_its_first_frame_and_says_so(tmp_path: Path, yunet_path: Path) -> None:
+def test_a_multi_frame_file_is_judged_on_its_first_frame_and_says_so(tmp_path: Path) -> None:
     first = Image.open(PHOTO).convert("RGB")
     gif = tmp_path / "animated.gif"
     first.save(gif, save_all=True, append_images=[Image.new("RGB", first.size, c) for c in ("red", "blue")])
@@ -152,7 +152,7 @@ def test_a_multi_frame_file_is_judged_on_its_first_frame_and_says_so(tmp_path: P
     assert b"holds 3 frames; only the first is judged" in result.stderr
 
 
-def test_a_40_megapixel_photo_gives_its_memory_back(yunet_path: Path) -> None:
+def test_a_40_megapixel_photo_gives_its_memory_back() -> None:
     # A 626 KB JPEG of 40 MP: the YuNet passes up to 4096 px used to keep ~690 MB in the thread's net for good.
     script = """
 import cv2, numpy as np, sys
@@ -185,7 +185,7 @@ def write_clip(path: Path, count: int = 60) -> Path:
     return path
 
 
-def test_a_truncated_file_is_reported_and_exits_1(tmp_path: Path, yunet_path: Path) -> None:
+def test_a_truncated_file_is_reported_and_exits_1(tmp_path: Path) -> None:
     data = write_clip(tmp_path / "clip.avi").read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) * 6 // 10])
@@ -224,8 +224,7 @@ def stalling_stream(tmp_path: Path) -> Iterator[str]:
         server.server_close()
 
 
-def test_a_stalled_stream_read_as_a_file_is_a_failure_not_minutes_of_waiting(stalling_stream: str,
-                                                                              yunet_path: Path) -> None:
+def test_a_stalled_stream_read_as_a_file_is_a_failure_not_minutes_of_waiting(stalling_stream: str) -> None:
     started = time.monotonic()
     result = maskwatch("watch", stalling_stream, "--no-live", "--timeout", "2", "--no-json", timeout=90)
     assert result.returncode == 1, result.stderr
@@ -233,7 +232,7 @@ def test_a_stalled_stream_read_as_a_file_is_a_failure_not_minutes_of_waiting(sta
     assert time.monotonic() - started < 45
 
 
-def test_a_file_served_over_http_ends_instead_of_replaying_for_ever(tmp_path: Path, yunet_path: Path) -> None:
+def test_a_file_served_over_http_ends_instead_of_replaying_for_ever(tmp_path: Path) -> None:
     stream = FlakyStream(write_clip(tmp_path / "clip.avi", count=20), serves=1000)
     try:
         result = maskwatch("watch", stream.url, "--reconnect-delay", "0.05", timeout=60)
@@ -256,7 +255,7 @@ def test_webhook_counters_add_up_to_the_events_sent() -> None:
     assert sink.sent == 15 and not sink.complete
 
 
-def test_watch_exits_1_when_the_webhook_got_nothing(tmp_path: Path, yunet_path: Path) -> None:
+def test_watch_exits_1_when_the_webhook_got_nothing(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "clip.avi", count=5)
     result = maskwatch("watch", str(clip), "--no-json", "--webhook", "http://127.0.0.1:9/hook", timeout=120)
     assert result.returncode == 1, result.stderr

@@ -117,7 +117,8 @@ def test_upload_shows_labels_and_draws_boxes(page: Page, server: Server, tmp_pat
     assert probe["width"] / probe["height"] == pytest.approx(truth["width"] / truth["height"], rel=0.01)
     assert 0.005 < probe["painted"] < 0.2, "a box and its label are drawn, and little else"
     red, green, blue, alpha = probe["points"][0]
-    assert alpha == 255 and green > red + 40 and green > blue + 20, probe["points"][0]  # a green box edge
+    # A green box edge (drawn antialiased: a line at a fractional position is not quite opaque).
+    assert alpha >= 200 and green > red + 40 and green > blue + 20, probe["points"][0]
     assert probe["points"][1][3] == 0, "the face itself stays visible through the overlay"
 
     shot = tmp_path / "page.png"

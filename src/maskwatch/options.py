@@ -3,8 +3,9 @@
     from maskwatch import MaskDetector, Options
     detector = MaskDetector.from_options(Options.video(mask_threshold=0.9))
 
-Every model setting lives here once, with two presets: ``Options.photo()`` (several YuNet passes: small and
-masked faces) and ``Options.video()`` (one pass per frame, frames kept between 640 and 1280 px).
+Every model setting lives here once, with two presets: ``Options.photo()`` (the passes the face model's file
+asks for: one for the shipped model, three for the stock YuNet) and ``Options.video()`` (one pass per frame,
+frames kept between 640 and 1280 px).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ class Options:
     """Every setting of the two models. ``None`` means the model's own measured default."""
 
     detector: str = "yunet"  # face detector, by registry name
-    face_model: str | None = None  # YuNet ONNX file; None: $MASKWATCH_FACE_MODEL, the cache or a verified download
-    face_threshold: float | None = None  # minimum face score
-    extra_scales: tuple[float, ...] | None = None  # extra YuNet passes (multiples of the base scale); () for one
+    face_model: str | None = None  # YuNet ONNX file, or "stock"; None: maskwatch's own, shipped in the package
+    face_threshold: float | None = None  # minimum face score; None: the face model's own
+    extra_scales: tuple[float, ...] | None = None  # extra YuNet passes (x the base scale); None: the model's own
     mirror_extra_passes: bool | None = None  # also run each extra pass on the mirrored image
     min_detect_size: int | None = None  # images with a shorter long side are enlarged before detection
     max_detect_size: int | None = None  # and longer ones shrunk
@@ -41,7 +42,7 @@ class Options:
 
     @classmethod
     def photo(cls, **changes: Any) -> Options:
-        """Photos: the detector's multi-pass default (small and masked faces), everything else default."""
+        """Photos: the face model's own passes and threshold, everything else default."""
         return cls(**changes)
 
     @classmethod

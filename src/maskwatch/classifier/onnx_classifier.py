@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from maskwatch.classifier.decision import OperatingPoint
+from maskwatch.cores import usable_cores
 from maskwatch.labels import WITH_MASK
 
 DEFAULT_CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "models" / "mask_classifier.onnx"
@@ -70,13 +71,6 @@ class MaskClassifier:
     def mask_probability(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """P(with_mask) for each crop, shape (N,)."""
         return self.probabilities(crops)[:, self.mask_index]
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a container pinned to 2 cores gets 2), not all the machine has."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def normalise(crops: Sequence[np.ndarray], mean: np.ndarray, std: np.ndarray, channel_order: str) -> np.ndarray:

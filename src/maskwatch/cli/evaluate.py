@@ -41,6 +41,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                       help="--scenes: ignore annotated faces less than PX high (neither missed nor false)")
     sets.add_argument("--split", metavar="NAME",
                       help="--scenes: only the images that the set's manifest.csv puts in this split (e.g. val)")
+    sets.add_argument("--faces-only", action="store_true",
+                      help="--scenes: the face detector alone (every annotated class is a face): recall by class "
+                           "and size, false faces, face AP@0.5, ms per image; no classifier runs")
     sets.add_argument("--out", metavar="DIR",
                       help="--scenes: also write scenes.md, scenes.json and a contact sheet of the mislabelled "
                            "faces into DIR (a run folder: never commit pictures of the data)")
@@ -125,9 +128,22 @@ def _data_set(args: argparse.Namespace) -> tuple[dict, str]:
 
     if args.calibrate or args.data_dir or args.cache:
         raise ValueError("--calibrate, --data-dir and --cache are for RUN_DIR")
+    progress = not args.quiet
+    if args.faces_only:
+        if not args.scenes or args.map_label or args.out:
+            raise ValueError("--faces-only goes with --scenes, without --map-label or --out")
+        from maskwatch.cli.common import options_from_args
+        from maskwatch.evaluation.detector import detector_markdown, evaluate_detector
+        from maskwatch.faces import create_detector
+
+        options = options_from_args(args)
+        faces = create_detector(options.detector, **options.detector_settings())
+        result = evaluate_detector(Path(args.scenes), faces, min_face=args.min_face, split=args.split,
+                                   progress=progress)
+        name = getattr(faces, "model_path", options.detector)
+        return result, detector_markdown(result, f"Face detector {name}, split {args.split or 'all'}")
     detector = build_detector(args)
     mapping = parse_label_map(args.map_label, detector.labels)
-    progress = not args.quiet
     if args.faces:
         from maskwatch.evaluation.faces import evaluate_faces, faces_markdown
 

@@ -7,15 +7,19 @@ net, map boxes back, and merge the passes of a multi-scale run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from maskwatch.cores import usable_cores
 from maskwatch.faces.base import Face, register_detector
-from maskwatch.model_files import ModelFile, ModelFileError, describe_load_error, resolve
+from maskwatch.faces.yunet_ort import OrtYuNet, has_free_input_size
+from maskwatch.model_files import ModelFile, ModelFileError, describe_load_error, resolve, sha256_of
 
 YUNET = ModelFile(
     name="face_detection_yunet_2023mar.onnx",
@@ -29,6 +33,31 @@ YUNET = ModelFile(
     option="--face-model",
 )
 
+# maskwatch's own YuNet: the stock weights fine-tuned on masked, bare and badly masked faces of real scenes
+# (`maskwatch train-detector`; MODEL_CARD.md has the command and figures). Ships inside the package: the default.
+SHIPPED_FACE_MODEL = Path(__file__).resolve().parent.parent / "models" / "face_detector.onnx"
+# Its sha256, checked when it loads: a damaged install fails with a clear message, not with odd faces.
+SHIPPED_FACE_MODEL_SHA256 = "3f371271ee0db6c3d0f5c39319b8ea1656c2250a3fea20462764aa4ea287d24f"
+# `--face-model stock` (or Options(face_model="stock")): OpenCV Zoo's file above, from $MASKWATCH_FACE_MODEL,
+# the cache or a verified download.
+STOCK_MODEL_NAMES = ("stock", "yunet-2023mar")
+
+
+def face_model_path(model: str | os.PathLike | None = None) -> Path:
+    """The face model file: the shipped one by default, the stock YuNet for "stock", else the given path."""
+    if model is None:
+        if not SHIPPED_FACE_MODEL.is_file():
+            raise ModelFileError(f"the packaged face model {SHIPPED_FACE_MODEL} is missing: reinstall maskwatch, "
+                                 "or pass --face-model PATH (or 'stock')")
+        if sha256_of(SHIPPED_FACE_MODEL) != SHIPPED_FACE_MODEL_SHA256:
+            raise ModelFileError(f"the packaged face model {SHIPPED_FACE_MODEL} does not have its pinned sha256 "
+                                 f"{SHIPPED_FACE_MODEL_SHA256}: reinstall maskwatch")
+        return SHIPPED_FACE_MODEL
+    if str(model) in STOCK_MODEL_NAMES:
+        return resolve(YUNET)
+    return resolve(YUNET, model)
+
+
 # Chosen from `python benchmarks/face_threshold.py` (see README, "Face score threshold"):
 # masked faces score far lower than bare ones, so OpenCV Zoo's 0.9 would miss most of them
 # (15% found at 0.9, 91% at 0.5); below 0.5 false faces on face-free photos rise quickly.
@@ -40,9 +69,13 @@ MIN_LONG_SIDE = 640
 MAX_UPSCALE = 4.0
 # Larger images are shrunk to this long side, which bounds the cost per image.
 MAX_LONG_SIDE = 1920
-# Extra passes at 2x and 3x the base scale find small and masked faces that one pass misses
-# (scene benchmark, faces of 24+ px: masked recall 0.67 -> 0.91). Video uses one pass for speed.
-PHOTO_EXTRA_SCALES = (2.0, 3.0)
+# The stock model's photo default: extra passes at 2x and 3x the base scale find small and masked faces that
+# one pass misses (scene benchmark, faces of 24+ px: masked recall 0.67 -> 0.91). A model of ours says in its
+# metadata which passes it needs (METADATA_EXTRA_SCALES); video uses one pass for speed.
+STOCK_PHOTO_EXTRA_SCALES = (2.0, 3.0)
+# Metadata keys of a face model trained here (`maskwatch train-detector`): the defaults chosen for it on val.
+METADATA_SCORE_THRESHOLD = "maskwatch.score_threshold"
+METADATA_EXTRA_SCALES = "maskwatch.photo_extra_scales"
 # Each enlarged pass also runs on the mirrored image: YuNet finds some masked faces only one way round
 # (scene benchmark, masked faces of 24+ px: recall 0.878 -> 0.901, at about twice the cost of a photo).
 MIRRORED_LANDMARKS = [1, 0, 2, 4, 3]
@@ -71,26 +104,50 @@ class YuNetDetector:
     def __init__(
         self,
         model_path: str | os.PathLike | None = None,
-        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        score_threshold: float | None = None,
         nms_threshold: float = NMS_THRESHOLD,
         min_long_side: int = MIN_LONG_SIDE,
         max_long_side: int = MAX_LONG_SIDE,
-        extra_scales: tuple[float, ...] = PHOTO_EXTRA_SCALES,
+        extra_scales: tuple[float, ...] | None = None,
         mirror_extra_passes: bool = True,
         top_k: int = 5000,
+        engine: str | None = None,
+        threads: int | None = None,
     ) -> None:
-        self.model_path = resolve(YUNET, model_path)
-        self.score_threshold = score_threshold
+        """``score_threshold`` and ``extra_scales`` default to what the model file's metadata says (chosen on
+        val when it was trained), else to the stock model's DEFAULT_SCORE_THRESHOLD and STOCK_PHOTO_EXTRA_SCALES.
+
+        ``engine``: "onnxruntime" (our decoding, the same rows, 1.5-2.5x as fast here) or "opencv"
+        (``cv2.FaceDetectorYN``); by default onnxruntime when the file lets it (free input size: the models
+        trained here), else OpenCV (the stock file). ``threads``: onnxruntime's, default the usable cores.
+        """
+        if engine not in (None, "onnxruntime", "opencv"):
+            raise ValueError(f"unknown YuNet engine {engine!r}: 'onnxruntime' or 'opencv'")
+        self.model_path = face_model_path(model_path)
+        self._model_bytes = np.frombuffer(self.model_path.read_bytes(), np.uint8)
+        # cv2.FaceDetectorYN keeps per-call state (input size): one instance per thread.
+        self._local = threading.local()
+        self.score_threshold = DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold
         self.nms_threshold = nms_threshold
+        self.top_k = top_k
+        self._detector()  # a corrupt or foreign file fails here, at load time, not at the first photo
+        ort_net = OrtYuNet.load(self._model_bytes.tobytes(), threads or usable_cores())
+        self.metadata = ort_net.metadata() if ort_net is not None else {}
+        if score_threshold is None:
+            self.score_threshold = float(self.metadata.get(METADATA_SCORE_THRESHOLD, DEFAULT_SCORE_THRESHOLD))
+        if extra_scales is None:
+            stored = self.metadata.get(METADATA_EXTRA_SCALES)
+            extra_scales = tuple(json.loads(stored)) if stored is not None else STOCK_PHOTO_EXTRA_SCALES
         self.min_long_side = min_long_side
         self.max_long_side = max_long_side
         self.extra_scales = tuple(extra_scales)
         self.mirror_extra_passes = mirror_extra_passes
-        self.top_k = top_k
-        self._model_bytes = np.frombuffer(self.model_path.read_bytes(), np.uint8)
-        # cv2.FaceDetectorYN keeps per-call state (input size): one instance per thread.
-        self._local = threading.local()
-        self._detector()  # a corrupt or foreign file fails here, at load time, not at the first photo
+        usable = ort_net is not None and has_free_input_size(ort_net.session)
+        if engine == "onnxruntime" and not usable:
+            raise ModelFileError(f"{self.model_path} fixes its input size; onnxruntime needs a free one "
+                                 "(use engine 'opencv', or a model exported by maskwatch train-detector)")
+        self._ort = ort_net if usable and engine != "opencv" else None
+        self.engine = "onnxruntime" if self._ort is not None else "opencv"
 
     def base_scale(self, width: int, height: int) -> float:
         long_side = max(width, height)
@@ -158,10 +215,13 @@ class YuNetDetector:
         if size != (width, height):
             interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             image = cv2.resize(image, size, interpolation=interpolation)
-        detector = self._detector()
-        detector.setInputSize(size)
-        _, faces = detector.detect(image)
-        if faces is None:
+        if self._ort is not None:
+            faces = self._ort.detect(image, self.score_threshold, self.nms_threshold, self.top_k)
+        else:
+            detector = self._detector()
+            detector.setInputSize(size)
+            faces = detector.detect(image)[1]
+        if faces is None or not len(faces):
             return np.zeros((0, 15), np.float32)
         faces = faces.astype(np.float32).copy()
         faces[:, :14] /= np.float32(scale)
@@ -188,6 +248,12 @@ class YuNetDetector:
         x1, y1 = max(0.0, x), max(0.0, y)
         x2, y2 = min(float(width), x + w), min(float(height), y + h)
         return Face(box=(x1, y1, x2, y2), score=float(row[14]), landmarks=row[4:14].reshape(5, 2).copy())
+
+
+def read_face_model_metadata(path: Path) -> dict[str, str]:
+    """The ``maskwatch.*`` metadata of a face model file ({} for the stock one, or one onnxruntime cannot read)."""
+    net = OrtYuNet.load(path.read_bytes(), threads=1)
+    return net.metadata() if net is not None else {}
 
 
 @contextlib.contextmanager

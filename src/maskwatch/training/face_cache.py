@@ -20,6 +20,7 @@ from tqdm import tqdm
 from maskwatch.crops import face_crop, whole_image_box
 from maskwatch.faces import YuNetDetector
 from maskwatch.images import ImageError, load_image
+from maskwatch.model_files import sha256_of
 from maskwatch.training.data import Sample
 
 # Detections down to this score are stored, so that thresholds can be studied later without re-running.
@@ -43,7 +44,9 @@ class FaceCropCache:
     """Crops and detections for each image hash in ``folder`` (PNG crops plus one JSON line each)."""
 
     def __init__(self, folder: Path, detector: YuNetDetector, margin: float, threshold: float) -> None:
-        self.folder = Path(folder) / f"crops-m{margin:g}-t{threshold:g}-s{CACHE_CROP_SIZE}"
+        # Keyed by the face model too: another detector finds other boxes, so its crops are other crops.
+        model = sha256_of(detector.model_path)[:8]
+        self.folder = Path(folder) / f"crops-m{margin:g}-t{threshold:g}-s{CACHE_CROP_SIZE}-f{model}"
         self.threshold = threshold
         self.folder.mkdir(parents=True, exist_ok=True)
         self.detector = detector

@@ -1,0 +1,57 @@
+"""Face models side by side on a VOC scene set: recall by class and size, false faces, face AP@0.5, time.
+
+    python benchmarks/face_models.py ../shared/datasets/mask-scenes [--split val] [--min-face 16]
+
+Rows: the stock YuNet (OpenCV Zoo 2023mar) with its old photo default (1x, 2x and 3x passes, the enlarged
+ones also mirrored) and with one pass, then maskwatch's shipped model with one pass and with a 2x pass more.
+Every detector runs on the same photos in one process, so the times compare (this machine is noisy).
+``--face-model FILE`` adds a row for another model (e.g. a new ``train-detector`` run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from maskwatch.evaluation.common import fmt, markdown_table
+from maskwatch.evaluation.detector import SIZE_GROUPS, evaluate_detector
+from maskwatch.faces.yunet import STOCK_PHOTO_EXTRA_SCALES, YuNetDetector
+
+CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenes")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--min-face", type=float, default=16.0)
+    parser.add_argument("--face-model", action="append", default=[], help="another model file (repeatable)")
+    args = parser.parse_args()
+    shipped = YuNetDetector()
+    rows = [
+        ("stock, 3 passes + mirrored (old photo default)",
+         YuNetDetector("stock", extra_scales=STOCK_PHOTO_EXTRA_SCALES)),
+        ("stock, 1 pass", YuNetDetector("stock", extra_scales=())),
+        (f"maskwatch, photo default ({len(shipped.extra_scales) + 1} pass, threshold {shipped.score_threshold:g})",
+         shipped),
+        ("maskwatch, + a 2x pass", YuNetDetector(extra_scales=(2.0,))),
+        *((f"{path}, 1 pass", YuNetDetector(path, extra_scales=())) for path in args.face_model),
+    ]
+    groups = [g for *_, g in SIZE_GROUPS]
+    table = []
+    for name, detector in rows:
+        result = evaluate_detector(args.scenes, detector, min_face=args.min_face, split=args.split)
+        recall = result["recall"]
+        table.append([name, *(fmt(recall[c][g]["recall"]) if c in recall else "-" for c in CLASSES for g in groups),
+                      fmt(result["false_faces_per_image"], 2), fmt(result["face_ap50"]),
+                      fmt(result["ms_per_image"], 1)])
+        print(f"done: {name}", file=sys.stderr)
+    headers = ["face model", *(f"{c} {g}" for c in CLASSES for g in groups), "false faces / image", "face AP@0.5",
+               "ms / image"]
+    print(f"{args.scenes}, split {args.split}, faces of {args.min_face:g} px and up (recall: IoU >= 0.5)\n")
+    print(markdown_table(headers, table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

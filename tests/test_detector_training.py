@@ -1,0 +1,145 @@
+"""Training maskwatch's own YuNet: the PyTorch graph matches the stock file, export round-trips, the loss
+assigns faces, training runs end to end on a few scene photos, and the shipped file is the one described."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import ROOT  # noqa: E402
+
+from maskwatch.model_files import sha256_of  # noqa: E402
+from maskwatch.training.detector.loss import Target, decode_boxes, detection_loss, priors, sim_ota  # noqa: E402
+from maskwatch.training.detector.yunet_net import YuNetNet  # noqa: E402
+
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+
+
+def _input(size: int = 640) -> np.ndarray:
+    image = cv2.resize(cv2.imread(str(ASTRONAUT)), (size, size)).astype(np.float32)
+    return image.transpose(2, 0, 1)[None].copy()
+
+
+def _onnx_outputs(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
+
+
+def test_graph_matches_the_stock_file(yunet_path: Path) -> None:
+    net = YuNetNet.from_onnx(yunet_path).eval()
+    x = _input()
+    reference = _onnx_outputs(yunet_path, x)
+    with torch.no_grad():
+        outputs = net(torch.from_numpy(x))
+    for head in ("cls", "obj", "bbox", "kps"):
+        for level, stride in enumerate((8, 16, 32)):
+            ours = outputs[head][level]
+            ours = ours.sigmoid() if head in ("cls", "obj") else ours
+            np.testing.assert_allclose(ours.numpy(), reference[f"{head}_{stride}"], atol=2e-5)
+
+
+def test_stock_weights_round_trip_exactly(yunet_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "round_trip.onnx"
+    YuNetNet.from_onnx(yunet_path).to_onnx(yunet_path, out, {"maskwatch.kind": "face_detector"})
+    x = _input()
+    stock, ours = _onnx_outputs(yunet_path, x), _onnx_outputs(out, x)
+    assert list(stock) == list(ours)  # the same output names, in the same order
+    for name in stock:
+        np.testing.assert_array_equal(stock[name], ours[name])
+    image = cv2.imread(str(ASTRONAUT))
+    found = []
+    for path in (yunet_path, out):
+        detector = cv2.FaceDetectorYN.create(str(path), "", (image.shape[1], image.shape[0]), 0.5)
+        found.append(detector.detect(image)[1])
+    np.testing.assert_array_equal(found[0], found[1])
+    assert {p.key: p.value for p in onnx.load(str(out)).metadata_props} == {"maskwatch.kind": "face_detector"}
+
+
+def test_decoding_matches_opencv(yunet_path: Path) -> None:
+    """Our priors and box decoding read the outputs the way cv2.FaceDetectorYN does."""
+    net = YuNetNet.from_onnx(yunet_path).eval()
+    x = _input()
+    with torch.no_grad():
+        outputs = net(torch.from_numpy(x))
+    prior = priors(640, 640)
+    scores = (torch.cat(outputs["cls"], 1).sigmoid() * torch.cat(outputs["obj"], 1).sigmoid())[0, :, 0].sqrt()
+    boxes = decode_boxes(prior, torch.cat(outputs["bbox"], 1)[0])
+    best = int(scores.argmax())
+    detector = cv2.FaceDetectorYN.create(str(yunet_path), "", (640, 640), 0.5)
+    faces = detector.detect(x[0].transpose(1, 2, 0).astype(np.uint8))[1]
+    top = faces[np.argmax(faces[:, -1])]
+    x1, y1, x2, y2 = boxes[best].tolist()
+    np.testing.assert_allclose([x1, y1, x2 - x1, y2 - y1], top[:4], atol=0.5)
+    assert float(scores[best]) == pytest.approx(float(top[-1]), abs=1e-4)
+
+
+def test_sim_ota_gives_every_face_priors_and_the_loss_learns() -> None:
+    prior = priors(128, 128)
+    gt = torch.tensor([[10.0, 10.0, 40.0, 44.0], [70.0, 60.0, 120.0, 120.0]])
+    scores = torch.full((len(prior),), 0.1)
+    boxes = torch.cat([prior[:, :2] - 8, prior[:, :2] + 8], 1)  # 16 px boxes around each prior
+    assigned = sim_ota(prior, scores, boxes, gt)
+    assert set(assigned[assigned >= 0].tolist()) == {0, 1}
+    # Every positive's prior centre lies near its face (inside it or within 2.5 strides of its centre).
+    for index in (assigned >= 0).nonzero().squeeze(1).tolist():
+        face = gt[assigned[index]]
+        centre = prior[index, :2] + prior[index, 2] / 2
+        assert face[0] - 2.5 * prior[index, 2] <= centre[0] <= face[2] + 2.5 * prior[index, 2]
+    # No face: nothing assigned, and the loss is objectness only.
+    assert (sim_ota(prior, scores, boxes, gt[:0]) < 0).all()
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(3, 16, 1)
+    image = torch.rand(1, 3, 128, 128)
+    target = [Target(gt, torch.zeros(2, 5, 2), torch.zeros(2), torch.zeros(0, 4))]
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.05)
+
+    def outputs() -> dict[str, list[torch.Tensor]]:
+        levels = [layer(torch.nn.functional.avg_pool2d(image, s)) for s in (8, 16, 32)]
+        flat = [lv.permute(0, 2, 3, 1).reshape(1, -1, 16) for lv in levels]
+        return {"cls": [f[..., :1] for f in flat], "obj": [f[..., 1:2] for f in flat],
+                "bbox": [f[..., 2:6] for f in flat], "kps": [f[..., 6:16] for f in flat]}
+
+    first = sum(detection_loss(outputs(), target, 128, 128).values())
+    for _ in range(30):
+        loss = sum(detection_loss(outputs(), target, 128, 128).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.8 * first.item()
+
+
+def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
+    from conftest import scene_subset
+
+    scenes = scene_subset(tmp_path / "scenes", per_split=8)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "maskwatch.cli", "train-detector", str(scenes), "--out", str(out),
+               "--base-model", str(yunet_path), "--limit", "8", "--epochs", "1", "--batch-size", "4",
+               "--crop-size", "256", "--quiet", "--threads", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model = out / "face_detector.onnx"
+    image = cv2.imread(str(ASTRONAUT))
+    detector = cv2.FaceDetectorYN.create(str(model), "", (image.shape[1], image.shape[0]), 0.5)
+    assert detector.detect(image)[1] is not None  # loads unchanged in OpenCV, and still finds the face
+    metadata = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    assert metadata["maskwatch.kind"] == "face_detector"
+    assert metadata["maskwatch.base_model_sha256"] == sha256_of(yunet_path)
+    figures = json.loads(metadata["maskwatch.val_figures"])["scenes"]
+    assert figures["images"] == 2 and figures["score_threshold"] == float(metadata["maskwatch.score_threshold"])
+    assert json.loads(metadata["maskwatch.photo_extra_scales"]) in ([], [2.0])
+    report = json.loads((out / "detector_report.json").read_text())
+    assert report["train_images"] == 8 and len(report["history"]) == 2
+    assert "Chosen: extra passes" in (out / "detector_val.md").read_text()
