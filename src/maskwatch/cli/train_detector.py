@@ -50,15 +50,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_train_detector)
 
 
-def _val_ap(args: argparse.Namespace):  # -> Callable[[Path], float]
-    """Face AP@0.5 on the first set's val photos (one pass, as exported): how train-detector picks its epoch."""
+def _val_ap(scenes: str, limit: int | None):  # -> Callable[[Path], float]
+    """Face AP@0.5 on the val photos of ``scenes`` (one pass, as exported): how train-detector picks its epoch."""
     from maskwatch.evaluation.detector import evaluate_detector
     from maskwatch.faces.yunet import YuNetDetector
 
-    limit = max(1, args.limit // 4) if args.limit else None
-
     def score(model: Path) -> float:
-        result = evaluate_detector(args.data[0], YuNetDetector(model, extra_scales=(), score_threshold=0.2),
+        result = evaluate_detector(scenes, YuNetDetector(model, extra_scales=(), score_threshold=0.2),
                                    split="val", limit=limit)
         return float(result["face_ap50"] or 0.0)
 
@@ -87,7 +85,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
             keep_stock_faces=args.keep_stock_faces, distill=args.distill, limit=args.limit, seed=args.seed,
             threads=args.threads,
         )
-        report = train_detector(config, progress=not args.quiet, validate=_val_ap(args))
+        report = train_detector(config, progress=not args.quiet, validate=_val_ap(args.data[0], config.val_limit))
     except (ValueError, OSError, ModelFileError) as exc:
         print(f"maskwatch: {exc}", file=sys.stderr)
         return 2
@@ -106,7 +104,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     out = Path(args.out)
     model = out / DETECTOR_FILE
     figures, chosen = {}, None
-    val_limit = max(1, args.limit // 4) if args.limit else None  # as training's --limit bounds its val loss
+    val_limit = config.val_limit
     stock = evaluate_detector(args.data[0], YuNetDetector(base, extra_scales=()), split="val", limit=val_limit)
     budget = stock["false_faces_per_image"] or 0.0
     for root in args.data:

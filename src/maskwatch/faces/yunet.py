@@ -18,7 +18,7 @@ import numpy as np
 
 from maskwatch.cores import usable_cores
 from maskwatch.faces.base import Face, register_detector
-from maskwatch.faces.yunet_ort import OrtYuNet, has_free_input_size
+from maskwatch.faces.yunet_ort import OrtYuNet, runs_any_size
 from maskwatch.model_files import ModelFile, ModelFileError, describe_load_error, resolve, sha256_of
 
 YUNET = ModelFile(
@@ -93,6 +93,18 @@ MIN_FACE_PX = 12
 KEEP_NET_MAX_PIXELS = 4_000_000
 
 
+def detection_scale(width: int, height: int, min_long_side: int = MIN_LONG_SIDE,
+                    max_long_side: int = MAX_LONG_SIDE) -> float:
+    """The scale of a photo's first pass: small ones enlarged to ``min_long_side`` (at most 4x), large ones
+    shrunk to ``max_long_side``. Detector training rescales its views around it."""
+    long_side = max(width, height)
+    if long_side < min_long_side:
+        return min(min_long_side / long_side, MAX_UPSCALE)
+    if long_side > max_long_side:
+        return max_long_side / long_side
+    return 1.0
+
+
 @register_detector("yunet")
 class YuNetDetector:
     """Face boxes, five landmarks and a score for every face YuNet finds.
@@ -130,7 +142,6 @@ class YuNetDetector:
         self.score_threshold = DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold
         self.nms_threshold = nms_threshold
         self.top_k = top_k
-        self._detector()  # a corrupt or foreign file fails here, at load time, not at the first photo
         ort_net = OrtYuNet.load(self._model_bytes.tobytes(), threads or usable_cores())
         self.metadata = ort_net.metadata() if ort_net is not None else {}
         if score_threshold is None:
@@ -142,20 +153,21 @@ class YuNetDetector:
         self.max_long_side = max_long_side
         self.extra_scales = tuple(extra_scales)
         self.mirror_extra_passes = mirror_extra_passes
-        usable = ort_net is not None and has_free_input_size(ort_net.session)
+        usable = ort_net is not None and runs_any_size(ort_net.session)
+        self._ort = ort_net if usable and engine != "opencv" else None
+        if self._ort is None:
+            self._detector()  # a corrupt or foreign file fails here, at load time, not at the first photo
         if engine == "onnxruntime" and not usable:
             raise ModelFileError(f"{self.model_path} fixes its input size; onnxruntime needs a free one "
                                  "(use engine 'opencv', or a model exported by maskwatch train-detector)")
-        self._ort = ort_net if usable and engine != "opencv" else None
-        self.engine = "onnxruntime" if self._ort is not None else "opencv"
+
+    @property
+    def engine(self) -> str:
+        """What runs the net: "onnxruntime" or "opencv"."""
+        return "onnxruntime" if self._ort is not None else "opencv"
 
     def base_scale(self, width: int, height: int) -> float:
-        long_side = max(width, height)
-        if long_side < self.min_long_side:
-            return min(self.min_long_side / long_side, MAX_UPSCALE)
-        if long_side > self.max_long_side:
-            return self.max_long_side / long_side
-        return 1.0
+        return detection_scale(width, height, self.min_long_side, self.max_long_side)
 
     def pass_scales(self, width: int, height: int) -> list[float]:
         """The base scale, then each extra pass, clamped to MAX_PASS_LONG_SIDE and to MAX_UPSCALE.

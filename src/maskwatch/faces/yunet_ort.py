@@ -16,13 +16,15 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-STRIDES = (8, 16, 32)
+STRIDES = (8, 16, 32)  # the grids of YuNet's three heads, in the order of its outputs
+OUTPUT_NAMES = tuple(f"{head}_{stride}" for head in ("cls", "obj", "bbox", "kps") for stride in STRIDES)
 
 
-def has_free_input_size(session: ort.InferenceSession) -> bool:
-    """True when the model takes any height and width (symbolic dims), as onnxruntime needs for photos."""
+def runs_any_size(session: ort.InferenceSession) -> bool:
+    """True for a YuNet (its twelve outputs) that takes any height and width, as onnxruntime needs for photos."""
     shape = session.get_inputs()[0].shape
-    return len(shape) == 4 and not isinstance(shape[2], int) and not isinstance(shape[3], int)
+    free = len(shape) == 4 and not isinstance(shape[2], int) and not isinstance(shape[3], int)
+    return free and set(OUTPUT_NAMES) <= {o.name for o in session.get_outputs()}
 
 
 class OrtYuNet:

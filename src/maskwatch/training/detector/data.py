@@ -1,7 +1,7 @@
 """Face boxes for detector training: VOC scene sets (every class is "face"), and the views the net learns from.
 
 A training view is a square crop of one photo rescaled around the scale the pipeline would detect it at
-(``YuNetDetector.base_scale``) and mostly below it, so that faces of 10-40 px are common; a quarter of the
+(``maskwatch.faces.yunet.detection_scale``) and mostly below it, so that faces of 10-40 px are common; a quarter of the
 views are mosaics of four smaller photos (crowds of small faces). Then flips, colour, blur and JPEG.
 Faces cut by the crop edge (less than half left), and faces under ``MIN_TRAIN_FACE`` px, are *ignored*: no
 loss either way on the priors inside them.
@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskwatch.faces.yunet import MAX_UPSCALE, MIN_LONG_SIDE
+from maskwatch.faces.yunet import detection_scale
 from maskwatch.voc import find_scenes, read_voc
 
 # Faces lower than this (px, in the view) are ignored, not learnt: below YuNet's smallest prior.
@@ -47,12 +47,6 @@ def scan_scene_boxes(root: str | Path, split: str) -> list[DetectorSample]:
         boxes = np.array([box for _, box, _ in objects], np.float32).reshape(-1, 4)
         samples.append(DetectorSample(image, boxes, [name for name, _, _ in objects], split))
     return samples
-
-
-def detection_scale(width: int, height: int) -> float:
-    """The scale the photo default runs its first pass at (enlarge small images to 640 px, at most 4x)."""
-    long_side = max(width, height)
-    return min(MIN_LONG_SIDE / long_side, MAX_UPSCALE) if long_side < MIN_LONG_SIDE else 1.0
 
 
 @dataclass

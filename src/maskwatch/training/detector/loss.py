@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from maskwatch.training.detector.yunet_net import STRIDES
+from maskwatch.faces.yunet_ort import STRIDES
 
 CENTER_RADIUS = 2.5
 CANDIDATE_TOPK = 10

@@ -57,6 +57,11 @@ class DetectorConfig:
     seed: int = 0
     threads: int | None = None
 
+    @property
+    def val_limit(self) -> int | None:
+        """With ``limit``, how many val images every val figure uses: a quarter as many."""
+        return max(1, self.limit // 4) if self.limit else None
+
 
 def _tensor(views: list[View]) -> torch.Tensor:
     batch = np.stack([v.image for v in views]).astype(np.float32)
@@ -123,7 +128,7 @@ def train_detector(config: DetectorConfig, progress: bool = True,
         train += scan_scene_boxes(root, config.train_split)
         val += scan_scene_boxes(root, config.val_split)
     if config.limit:
-        train, val = train[:config.limit], val[:max(1, config.limit // 4)]
+        train, val = train[:config.limit], val[:config.val_limit]
     if not train or not val:
         raise ValueError(f"no annotated images in the {config.train_split!r} and {config.val_split!r} splits "
                          f"of {config.data}")

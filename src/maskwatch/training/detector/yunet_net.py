@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-STRIDES = (8, 16, 32)
 HEADS = ("cls", "obj", "bbox", "kps")
 # The graph's supported operations; anything else means a different model than YuNet 2023mar.
 SUPPORTED_OPS = {"Conv", "Relu", "MaxPool", "Resize", "Add", "Transpose", "Reshape", "Sigmoid"}
