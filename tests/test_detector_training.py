@@ -120,6 +120,15 @@ def test_sim_ota_gives_every_face_priors_and_the_loss_learns() -> None:
     assert loss.item() < 0.8 * first.item()
 
 
+def test_train_detector_options_do_not_share_a_destination() -> None:
+    from maskwatch.cli import make_parser
+
+    args = make_parser().parse_args(["train-detector", "scenes", "--out", "run"])
+    assert (args.distill_landmarks, args.distill, args.keep_stock_faces) == (True, 0.0, False)
+    args = make_parser().parse_args(["train-detector", "scenes", "--out", "run", "--no-distill", "--distill", "1"])
+    assert (args.distill_landmarks, args.distill) == (False, 1.0)
+
+
 def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
     from conftest import scene_subset
 

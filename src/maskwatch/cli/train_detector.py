@@ -35,7 +35,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop-size", type=positive_int, default=480, help="training view side, px (x32)")
     parser.add_argument("--patience", type=positive_int, default=5,
                         help="stop after this many epochs without a better val face AP (default 5)")
-    parser.add_argument("--no-distill", dest="distill", action="store_false",
+    parser.add_argument("--no-distill", dest="distill_landmarks", action="store_false",
                         help="do not teach landmarks from the stock model where the data has none")
     parser.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
                         help="keep scores and boxes near the stock model's wherever it sees a face (default 0)")
@@ -81,7 +81,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         config = DetectorConfig(
             data=args.data, out=args.out, base_model=str(base), epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, weight_decay=args.weight_decay, freeze=args.freeze, crop_size=args.crop_size,
-            patience=args.patience, distill_landmarks=args.distill,
+            patience=args.patience, distill_landmarks=args.distill_landmarks,
             keep_stock_faces=args.keep_stock_faces, distill=args.distill, limit=args.limit, seed=args.seed,
             threads=args.threads,
         )
