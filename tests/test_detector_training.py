@@ -129,6 +129,53 @@ def test_train_detector_options_do_not_share_a_destination() -> None:
     assert (args.distill_landmarks, args.distill) == (False, 1.0)
 
 
+def test_box_styles_are_measured_and_moved_into_the_reference_style(tmp_path: Path) -> None:
+    from maskwatch.training.detector.box_style import (
+        MIN_MATCHES,
+        BoxStyle,
+        align_box_styles,
+        measure_box_styles,
+        reference_source,
+    )
+    from maskwatch.training.detector.data import DetectorSample
+
+    rng = np.random.default_rng(0)
+    drawn = {"big": BoxStyle(0.0, 0.05, 0.8, 0.75), "ruler": BoxStyle(0.0, -0.06, 1.02, 1.07)}
+    samples, detected = [], {}
+    for i in range(3 * MIN_MATCHES):
+        source = "big" if i % 3 == 0 else "ruler"  # "ruler" has twice the faces: it is the reference
+        x, y, size = rng.uniform(0, 400), rng.uniform(0, 400), rng.uniform(30, 120)
+        boxes = np.array([[x, y, x + size, y + size * 1.25]], np.float32)
+        image = tmp_path / f"{i}.jpg"
+        samples.append(DetectorSample(image, boxes, ["with_mask"], "train", source))
+        detected[image] = drawn[source].apply(boxes)  # what a detector sees there, whoever drew the box
+
+    def detect(sample: DetectorSample) -> np.ndarray:
+        return detected[sample.image]
+
+    styles = measure_box_styles(samples, detect)
+    assert reference_source(styles) == "ruler"
+    for source, style in drawn.items():
+        measured = styles[source]
+        assert np.allclose([measured.dx, measured.dy, measured.sw, measured.sh],
+                           [style.dx, style.dy, style.sw, style.sh], atol=1e-4)
+    aligned = align_box_styles(samples, styles, "ruler")
+    assert all(a.boxes is s.boxes for a, s in zip(aligned, samples, strict=True) if s.source == "ruler")
+    after = measure_box_styles(aligned, detect)["big"]  # the big boxes now relate to the detector as ruler's do
+    assert np.allclose([after.dy, after.sw, after.sh], [-0.06, 1.02, 1.07], atol=1e-4)
+    assert align_box_styles(samples, styles, None) == samples
+
+
+def test_scene_samples_know_their_source(tmp_path: Path) -> None:
+    from conftest import scene_subset
+
+    from maskwatch.training.detector.data import scan_scene_boxes
+
+    samples = scan_scene_boxes(scene_subset(tmp_path / "scenes", per_split=2), "train")
+    assert len(samples) == 2
+    assert all(s.source.startswith("scenes:") and "@" in s.source for s in samples)
+
+
 def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
     from conftest import scene_subset
 
@@ -151,4 +198,5 @@ def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
     assert json.loads(metadata["maskwatch.photo_extra_scales"]) in ([], [2.0])
     report = json.loads((out / "detector_report.json").read_text())
     assert report["train_images"] == 8 and len(report["history"]) == 2
+    assert report["box_styles"] and all(source.startswith("scenes:") for source in report["box_styles"])
     assert "Chosen: extra passes" in (out / "detector_val.md").read_text()

@@ -38,22 +38,37 @@ def read_voc(path: Path) -> tuple[str, list[tuple[str, tuple[float, float, float
     return (root.findtext("filename") or "").strip(), objects
 
 
-
-
 def manifest_splits(root: Path) -> dict[str, str]:
     """The split of each annotation file (relative to ``root``) from the set's ``manifest.csv``; {} without one.
 
     The manifest has a ``split`` column and an ``annotation`` (or ``file``) column, as mask-scenes has.
+    """
+    return manifest_column(root, "split")
+
+
+def manifest_sources(root: Path) -> dict[str, str]:
+    """Where each annotation file came from (the manifest's ``source_repo`` column); {} without one.
+
+    Sources annotate faces in their own box style (mask-scenes: two of its three draw boxes about a quarter
+    taller than the third), which detector training aligns (``maskwatch.training.detector.box_style``).
+    """
+    return manifest_column(root, "source_repo")
+
+
+def manifest_column(root: Path, column: str) -> dict[str, str]:
+    """``column`` of the set's ``manifest.csv`` for each annotation file (relative to ``root``, ``.xml``).
+
+    {} when there is no manifest or it lacks the column.
     """
     manifest = root / MANIFEST
     if not manifest.is_file():
         return {}
     with open(manifest, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    if not rows or "split" not in rows[0]:
+    if not rows or column not in rows[0]:
         return {}
-    column = "annotation" if "annotation" in rows[0] else "file"
-    return {Path(row[column]).with_suffix(".xml").as_posix(): row["split"] for row in rows}
+    key = "annotation" if "annotation" in rows[0] else "file"
+    return {Path(row[key]).with_suffix(".xml").as_posix(): row[column] for row in rows}
 
 
 def split_members(root: Path, split: str) -> set[str]:

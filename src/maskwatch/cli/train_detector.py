@@ -42,6 +42,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-stock-faces", action="store_true",
                         help="no background loss where the stock model is sure of a face nobody boxed (measured: "
                              "lower val AP, so off by default; MODEL_CARD.md)")
+    parser.add_argument("--no-align-boxes", dest="align_boxes", action="store_false",
+                        help="train on each source's boxes as drawn, instead of moving them into the style of the "
+                             "source with the most faces (measured against the stock model on train)")
     parser.add_argument("--limit", type=positive_int,
                         help="only the first N training images and N/4 val images (quick checks)")
     parser.add_argument("--seed", type=int, default=0)
@@ -82,7 +85,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
             data=args.data, out=args.out, base_model=str(base), epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, weight_decay=args.weight_decay, freeze=args.freeze, crop_size=args.crop_size,
             patience=args.patience, distill_landmarks=args.distill_landmarks,
-            keep_stock_faces=args.keep_stock_faces, distill=args.distill, limit=args.limit, seed=args.seed,
+            keep_stock_faces=args.keep_stock_faces, distill=args.distill, align_boxes=args.align_boxes,
+            limit=args.limit, seed=args.seed,
             threads=args.threads,
         )
         report = train_detector(config, progress=not args.quiet, validate=_val_ap(args.data[0], config.val_limit))

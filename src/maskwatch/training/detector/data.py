@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from maskwatch.faces.yunet import detection_scale
-from maskwatch.voc import find_scenes, read_voc
+from maskwatch.voc import find_scenes, manifest_sources, read_voc
 
 # Faces lower than this (px, in the view) are ignored, not learnt: below YuNet's smallest prior.
 MIN_TRAIN_FACE = 8.0
@@ -36,16 +36,21 @@ class DetectorSample:
     boxes: np.ndarray  # (F, 4) x1 y1 x2 y2 in pixels of the stored image
     names: list[str]  # the annotated class of each box
     split: str
+    source: str = ""  # who annotated it (the manifest's source_repo): each source has its own box style
 
 
 def scan_scene_boxes(root: str | Path, split: str) -> list[DetectorSample]:
     """Every annotated image of ``split`` (the set's manifest) with all its boxes; difficult ones included."""
-    pairs, _ = find_scenes(Path(root), split)
+    root = Path(root)
+    pairs, _ = find_scenes(root, split)
+    sources = manifest_sources(root)
     samples = []
     for image, xml in pairs:
         objects = read_voc(xml)[1]
         boxes = np.array([box for _, box, _ in objects], np.float32).reshape(-1, 4)
-        samples.append(DetectorSample(image, boxes, [name for name, _, _ in objects], split))
+        source = sources.get(xml.relative_to(root).as_posix(), "")
+        samples.append(DetectorSample(image, boxes, [name for name, _, _ in objects], split,
+                                      f"{root.name}:{source}" if source else root.name))
     return samples
 
 
@@ -100,7 +105,7 @@ def _photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
-def _read(sample: DetectorSample) -> np.ndarray:
+def read_sample(sample: DetectorSample) -> np.ndarray:
     image = cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot read {sample.image}")
@@ -113,7 +118,7 @@ def training_view(samples: list[DetectorSample], index: int, rng: np.random.Gene
     if rng.random() < MOSAIC_PROBABILITY:
         return _mosaic(samples, index, rng, size)
     sample = samples[index]
-    image = _read(sample)
+    image = read_sample(sample)
     scale = detection_scale(image.shape[1], image.shape[0]) * 2 ** rng.uniform(*SCALE_RANGE_LOG2)
     view = _place(image, sample.boxes, scale, size, size, rng)
     return _finish(view, rng)
@@ -127,7 +132,7 @@ def _mosaic(samples: list[DetectorSample], index: int, rng: np.random.Generator,
     faces, ignore = [], []
     for (x1, y1, x2, y2), pick in zip(cells, picks, strict=True):
         sample = samples[int(pick)]
-        image = _read(sample)
+        image = read_sample(sample)
         fit = min((x2 - x1) / image.shape[1], (y2 - y1) / image.shape[0])
         scale = max(fit, detection_scale(image.shape[1], image.shape[0]) * 2 ** rng.uniform(-1.5, -0.5))
         part = _place(image, sample.boxes, scale, x2 - x1, y2 - y1, rng)
@@ -151,7 +156,7 @@ def _finish(view: View, rng: np.random.Generator) -> View:
 def validation_view(sample: DetectorSample) -> View:
     """The photo at its detection scale, padded right and down to a multiple of 32; faces under
     MIN_TRAIN_FACE are ignored, as in training."""
-    image = _read(sample)
+    image = read_sample(sample)
     scale = detection_scale(image.shape[1], image.shape[0])
     width = -(-round(image.shape[1] * scale) // 32) * 32
     height = -(-round(image.shape[0] * scale) // 32) * 32

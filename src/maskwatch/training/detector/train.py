@@ -21,10 +21,12 @@ import torch
 from tqdm import tqdm
 
 from maskwatch.model_files import sha256_of
+from maskwatch.training.detector.box_style import BoxStyle, align_box_styles, measure_box_styles, reference_source
 from maskwatch.training.detector.data import (
     CROP_SIZE,
     DetectorSample,
     View,
+    read_sample,
     scan_scene_boxes,
     training_view,
     validation_view,
@@ -34,6 +36,8 @@ from maskwatch.training.detector.yunet_net import YuNetNet
 
 DETECTOR_FILE = "face_detector.onnx"
 WARMUP_STEPS = 50
+# Stock faces at least this sure measure each source's box style.
+STYLE_SCORE_THRESHOLD = 0.6
 
 
 @dataclass
@@ -51,6 +55,7 @@ class DetectorConfig:
     distill_landmarks: bool = True  # the stock model teaches landmarks where the data has none
     keep_stock_faces: bool = False  # and keeps unboxed faces it is sure of from being learnt as background
     distill: float = 0.0  # weight of keeping outputs near the stock model's where it sees a face
+    align_boxes: bool = True  # move every source's training boxes into one box style (box_style.py)
     train_split: str = "train"
     val_split: str = "val"
     limit: int | None = None  # use only the first N training and N/4 val images (tests, quick checks)
@@ -132,6 +137,15 @@ def train_detector(config: DetectorConfig, progress: bool = True,
     if not train or not val:
         raise ValueError(f"no annotated images in the {config.train_split!r} and {config.val_split!r} splits "
                          f"of {config.data}")
+    styles: dict[str, BoxStyle] = {}
+    reference = None
+    if config.align_boxes:
+        styles = measure_box_styles(train, _stock_boxes(config.base_model))
+        reference = reference_source(styles)
+        train = align_box_styles(train, styles, reference)
+        for source, style in sorted(styles.items()):
+            print(f"box style of {source}: {_style_text(style)}" + (" (the reference)" if source == reference
+                                                                       else ""), file=sys.stderr)
     net = YuNetNet.from_onnx(config.base_model)
     use_teacher = config.distill_landmarks or config.keep_stock_faces or config.distill > 0
     teacher = YuNetNet.from_onnx(config.base_model).eval() if use_teacher else None
@@ -210,6 +224,7 @@ def train_detector(config: DetectorConfig, progress: bool = True,
         "start_val_loss": start["total"], "best_val_loss": best_loss, "best_epoch": best_epoch,
         "selected_by": "val score (face AP@0.5)" if validate else "val loss", "start_val_score": start_score,
         "best_val_score": best_score,
+        "box_styles": {source: asdict(style) for source, style in styles.items()}, "box_style_reference": reference,
         "epochs_run": len(history) - 1, "train_seconds": round(time.time() - began, 1), "history": history,
     }
     net.to_onnx(config.base_model, out / DETECTOR_FILE, detector_metadata(report))
@@ -232,11 +247,32 @@ def detector_metadata(report: dict, figures: dict | None = None) -> dict[str, st
         "maskwatch.best_epoch": str(report["best_epoch"]),
         "maskwatch.training": json.dumps({k: config[k] for k in ("epochs", "batch_size", "lr", "weight_decay",
                                                                   "freeze", "crop_size", "distill_landmarks",
-                                                                  "keep_stock_faces", "distill")}),
+                                                                  "keep_stock_faces", "distill",
+                                                                  "align_boxes")}),
     }
+    if report.get("box_style_reference"):
+        metadata["maskwatch.box_style_reference"] = report["box_style_reference"]
     if figures is not None:
         metadata["maskwatch.val_figures"] = json.dumps(figures)
     return metadata
+
+
+def _stock_boxes(base_model: str) -> Callable[[DetectorSample], np.ndarray]:
+    """The boxes the stock model is sure of (one pass at the pipeline's scale): the ruler for box styles."""
+    from maskwatch.faces.yunet import YuNetDetector
+
+    detector = YuNetDetector(base_model, score_threshold=STYLE_SCORE_THRESHOLD, extra_scales=())
+
+    def detect(sample: DetectorSample) -> np.ndarray:
+        faces = detector.detect(read_sample(sample))
+        return np.array([face.box for face in faces], np.float32).reshape(-1, 4)
+
+    return detect
+
+
+def _style_text(style: BoxStyle) -> str:
+    return (f"the stock box is {style.sw:.2f} x the width, {style.sh:.2f} x the height, centre moved "
+            f"{style.dx:+.2f} w, {style.dy:+.2f} h ({style.matches} faces)")
 
 
 def _copy(net: YuNetNet) -> dict[str, torch.Tensor]:
