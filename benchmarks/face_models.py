@@ -38,18 +38,23 @@ def main() -> int:
         *((f"{path}, 1 pass", YuNetDetector(path, extra_scales=())) for path in args.face_model),
     ]
     groups = [g for *_, g in SIZE_GROUPS]
-    table = []
+    table, by_source = [], []
     for name, detector in rows:
         result = evaluate_detector(args.scenes, detector, min_face=args.min_face, split=args.split)
         recall = result["recall"]
         table.append([name, *(fmt(recall[c][g]["recall"]) if c in recall else "-" for c in CLASSES for g in groups),
                       fmt(result["false_faces_per_image"], 2), fmt(result["face_ap50"]),
                       fmt(result["ms_per_image"], 1)])
+        for source, cells in result.get("recall_by_source", {}).items():
+            by_source.append([name, source, *(fmt(cells[c]["all"]["recall"]) if c in cells else "-" for c in CLASSES)])
         print(f"done: {name}", file=sys.stderr)
     headers = ["face model", *(f"{c} {g}" for c in CLASSES for g in groups), "false faces / image", "face AP@0.5",
                "ms / image"]
     print(f"{args.scenes}, split {args.split}, faces of {args.min_face:g} px and up (recall: IoU >= 0.5)\n")
     print(markdown_table(headers, table))
+    if by_source:  # the sources box faces in their own styles (training/detector/box_style.py)
+        print(f"\nRecall by source, faces of {args.min_face:g} px and up\n")
+        print(markdown_table(["face model", "source", *CLASSES], by_source))
     return 0
 
 

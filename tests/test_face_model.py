@@ -99,6 +99,10 @@ def test_evaluate_faces_only_scores_the_detector_alone(tmp_path: Path) -> None:
     assert result["images"] == 6 and 0 < result["found"] <= result["faces"]
     assert set(result["recall"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
     assert result["score_threshold"] == YuNetDetector().score_threshold
+    by_source = result["recall_by_source"]  # from the manifest's source_repo column; they add up to the whole
+    assert by_source and all("@" in source for source in by_source)
+    assert sum(cells[name]["all"]["found"] for cells in by_source.values() for name in cells) == result["found"]
+    assert "Recall by source" in done.stdout
     stock = run_cli("evaluate", "--scenes", str(scenes), "--faces-only", "--face-model", "stock", "--quiet")
     assert stock.returncode == 0 and "face_detection_yunet_2023mar.onnx" in stock.stdout
     wrong = run_cli("evaluate", "--faces", str(scenes), "--faces-only")

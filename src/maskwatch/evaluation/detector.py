@@ -20,7 +20,7 @@ from maskwatch.evaluation.scenes import IOU_THRESHOLD, GroundTruth, match
 from maskwatch.faces import Face, FaceDetector
 from maskwatch.images import ImageError, load_image
 from maskwatch.training.metrics import average_precision
-from maskwatch.voc import find_scenes, read_voc
+from maskwatch.voc import find_scenes, manifest_sources, read_voc
 
 # Face sizes (box height, px) the detector figures are split by: the two targets.
 SIZE_GROUPS = ((16.0, 24.0, "16-23"), (24.0, np.inf, "24+"))
@@ -44,6 +44,8 @@ def sweep_thresholds(root: str | Path, detector: FaceDetector, thresholds: list[
     if not pairs:
         raise ValueError(f"no VOC annotation (.xml) files with their images under {root}")
     seen: list[tuple[list[GroundTruth], list[Face]]] = []
+    sources: list[str] = []
+    known_sources = manifest_sources(root)
     unreadable, seconds = [], 0.0
     keep = detector.score_threshold
     detector.score_threshold = min(thresholds)
@@ -61,11 +63,17 @@ def sweep_thresholds(root: str | Path, detector: FaceDetector, thresholds: list[
             faces = detector.detect(image)
             seconds += time.perf_counter() - began
             seen.append((objects, faces))
+            sources.append(known_sources.get(xml.relative_to(root).as_posix(), ""))
     finally:
         detector.score_threshold = keep
     results = []
     for threshold in thresholds:
-        result = _score([(objects, [f for f in faces if f.score >= threshold]) for objects, faces in seen], min_face)
+        kept = [(objects, [f for f in faces if f.score >= threshold]) for objects, faces in seen]
+        result = _score(kept, min_face)
+        if any(sources):
+            result["recall_by_source"] = {
+                source: _score([k for k, s in zip(kept, sources, strict=True) if s == source], min_face)["recall"]
+                for source in sorted(set(sources))}
         result.update(data=str(root), split=split, score_threshold=threshold, iou_threshold=IOU_THRESHOLD,
                       ms_per_image=1000 * seconds / len(seen) if seen else None,
                       annotations_without_image=lost, unreadable=unreadable)
@@ -130,7 +138,18 @@ def detector_markdown(result: dict, title: str = "") -> str:
              f"face AP@0.5 {fmt(result['face_ap50'])}, false faces {result['false_faces']} "
              f"({fmt(result['false_faces_per_image'], 2)} per image), {fmt(result['ms_per_image'], 1)} ms per "
              "image.\n")
+    if result.get("recall_by_source"):
+        names = list(result["recall"])
+        rows = [[source or "(none)", *(_cell(cells[name]["all"] | {"faces": _faces(cells[name])})
+                                       if name in cells else "-" for name in names)]
+                for source, cells in result["recall_by_source"].items()]
+        text += f"\nRecall by source (the set's manifest), faces of {result['min_face']:g} px and up:\n\n"
+        text += markdown_table(["source", *names], rows) + "\n"
     return text
+
+
+def _faces(cells: dict) -> int:
+    return sum(cells[g]["faces"] for *_, g in SIZE_GROUPS)
 
 
 # How a trained face model's photo defaults are chosen on val (`maskwatch train-detector`). A missed face is a
