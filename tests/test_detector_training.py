@@ -124,7 +124,7 @@ def test_train_detector_options_do_not_share_a_destination() -> None:
     from maskwatch.cli import make_parser
 
     args = make_parser().parse_args(["train-detector", "scenes", "--out", "run"])
-    assert (args.distill_landmarks, args.distill, args.keep_stock_faces) == (True, 0.0, False)
+    assert (args.distill_landmarks, args.distill, args.keep_stock_faces, args.align_boxes) == (True, 0.0, False, False)
     args = make_parser().parse_args(["train-detector", "scenes", "--out", "run", "--no-distill", "--distill", "1"])
     assert (args.distill_landmarks, args.distill) == (False, 1.0)
 
@@ -183,7 +183,7 @@ def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-m", "maskwatch.cli", "train-detector", str(scenes), "--out", str(out),
                "--base-model", str(yunet_path), "--limit", "8", "--epochs", "1", "--batch-size", "4",
-               "--crop-size", "256", "--quiet", "--threads", "2"]
+               "--crop-size", "256", "--quiet", "--threads", "2", "--align-boxes"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     model = out / "face_detector.onnx"

@@ -42,9 +42,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-stock-faces", action="store_true",
                         help="no background loss where the stock model is sure of a face nobody boxed (measured: "
                              "lower val AP, so off by default; MODEL_CARD.md)")
-    parser.add_argument("--no-align-boxes", dest="align_boxes", action="store_false",
-                        help="train on each source's boxes as drawn, instead of moving them into the style of the "
-                             "source with the most faces (measured against the stock model on train)")
+    parser.add_argument("--align-boxes", action="store_true",
+                        help="move every source's training boxes into the style of the source with the most faces "
+                             "(measured against the stock model on train); off by default: measured, it found "
+                             "fewer faces on val (MODEL_CARD.md)")
     parser.add_argument("--limit", type=positive_int,
                         help="only the first N training images and N/4 val images (quick checks)")
     parser.add_argument("--seed", type=int, default=0)

@@ -3,8 +3,12 @@
 mask-scenes joins three public sets. Measured against the stock YuNet on the train split, two of them draw boxes
 about a quarter larger than YuNet does (chin and forehead in), the third boxes almost as YuNet does. Trained on
 the mix, a detector learns a box between the styles and misses the IoU 0.5 match on the largest source
-(bare-face recall 0.94 -> 0.86 there). So before training, each source's boxes are moved into one reference
+(bare-face recall 0.94 -> 0.86 there). With ``align_boxes``, each source's boxes are moved into one reference
 style, that of the source with the most faces: the stock model is the common ruler.
+
+Measured (``train-detector --align-boxes``, MODEL_CARD.md): the largest source's faces are found more often, the
+other two sources' less, because val keeps each source's own style; the mixed box the plain run learns scores
+better on the mixed val. So it is an option, off by default.
 
 A source's style is the median offset and scale of the stock model's box against the annotated one, over the
 faces both agree on (IoU >= ``MIN_MATCH_IOU``, face at least ``MIN_FACE`` px): ``detected = style(annotated)``.
