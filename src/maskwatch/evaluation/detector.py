@@ -106,8 +106,8 @@ def _score(seen: list[tuple[list[GroundTruth], list[Face]]], min_face: float) ->
     recall = {name: {group: _ratio(found[(name, group)], faces[(name, group)]) | {"faces": faces[(name, group)]}
                      for _, _, group in SIZE_GROUPS} for name in names}
     for name in names:
-        recall[name]["all"] = _ratio(sum(found[(name, g)] for *_, g in SIZE_GROUPS),
-                                     sum(faces[(name, g)] for *_, g in SIZE_GROUPS))
+        total = sum(faces[(name, g)] for *_, g in SIZE_GROUPS)
+        recall[name]["all"] = _ratio(sum(found[(name, g)] for *_, g in SIZE_GROUPS), total) | {"faces": total}
     images = len(seen)
     return {
         "images": images, "min_face": min_face, "faces": counted, "found": sum(found.values()), "recall": recall,
@@ -140,16 +140,11 @@ def detector_markdown(result: dict, title: str = "") -> str:
              "image.\n")
     if result.get("recall_by_source"):
         names = list(result["recall"])
-        rows = [[source or "(none)", *(_cell(cells[name]["all"] | {"faces": _faces(cells[name])})
-                                       if name in cells else "-" for name in names)]
+        rows = [[source or "(none)", *(_cell(cells[name]["all"]) if name in cells else "-" for name in names)]
                 for source, cells in result["recall_by_source"].items()]
         text += f"\nRecall by source (the set's manifest), faces of {result['min_face']:g} px and up:\n\n"
         text += markdown_table(["source", *names], rows) + "\n"
     return text
-
-
-def _faces(cells: dict) -> int:
-    return sum(cells[g]["faces"] for *_, g in SIZE_GROUPS)
 
 
 # How a trained face model's photo defaults are chosen on val (`maskwatch train-detector`). A missed face is a

@@ -42,6 +42,11 @@ class BoxStyle:
     sh: float = 1.0  # height ratio
     matches: int = 0  # faces it was measured on
 
+    @property
+    def usable(self) -> bool:
+        """Measured on enough faces to move boxes by."""
+        return self.matches >= MIN_MATCHES
+
     def apply(self, boxes: np.ndarray) -> np.ndarray:
         """The box this style's annotator would see as ``boxes`` -> the detector's box."""
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -86,8 +91,8 @@ def measure_box_styles(samples: Sequence[DetectorSample],
 
 def reference_source(styles: dict[str, BoxStyle]) -> str | None:
     """The source whose style the others are moved into: the one measured on the most faces."""
-    usable = {s: style for s, style in styles.items() if style.matches >= MIN_MATCHES}
-    return max(usable, key=lambda s: usable[s].matches) if usable else None
+    usable = [s for s, style in styles.items() if style.usable]
+    return max(usable, key=lambda s: styles[s].matches) if usable else None
 
 
 def align_box_styles(samples: list[DetectorSample], styles: dict[str, BoxStyle],
@@ -99,7 +104,7 @@ def align_box_styles(samples: list[DetectorSample], styles: dict[str, BoxStyle],
     aligned = []
     for sample in samples:
         style = styles.get(sample.source)
-        if style is None or style.matches < MIN_MATCHES or sample.source == reference or not len(sample.boxes):
+        if style is None or not style.usable or sample.source == reference or not len(sample.boxes):
             aligned.append(sample)
             continue
         aligned.append(replace(sample, boxes=target.invert(style.apply(sample.boxes))))
