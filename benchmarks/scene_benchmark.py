@@ -24,13 +24,12 @@ import numpy as np
 
 from maskwatch import MaskDetector
 from maskwatch.evaluation.appearance import APPEARANCES, mask_appearance
-from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD, YuNetDetector
+from maskwatch.faces.yunet import YuNetDetector
 from maskwatch.images import load_image
 from maskwatch.labels import WITH_MASK as MASK_LABEL
 from maskwatch.model_files import cache_dir
 from maskwatch.synthetic import face_patch, free_spot, iou, paste
-from maskwatch.training.data import dhash, group_near_duplicates, scan_dataset, split_samples
-from maskwatch.training.face_cache import FaceCropCache
+from maskwatch.training.face_cache import found_face, split_portraits
 
 SIZES = (16, 20, 24, 32, 48, 64, 96)
 BUCKETS = ((16, 24), (24, 32), (32, 48), (48, 97))
@@ -84,15 +83,10 @@ def main() -> int:
         detector.faces.extra_scales = tuple(args.extra_scale)
     if args.one_pass:
         detector.faces.extra_scales = ()
-    samples, _ = scan_dataset(args.data_dir)
     single_pass = YuNetDetector("stock", extra_scales=())  # the split as the shipped classifier's training cut it
-    cache = FaceCropCache(cache_dir() / "train", single_pass, 0.2, DEFAULT_SCORE_THRESHOLD)
-    records = cache.build(samples)
-    # The training command's split: near-duplicate crops grouped, seed 0.
-    group_near_duplicates(samples, {s.sha256: dhash(cache.load(s.sha256)) for s in samples})
-    split_samples(samples, seed=0)
-    test = [s for s in samples if s.split == "test" and records[s.sha256].used_box
-            and not records[s.sha256].whole_image]
+    samples, cache = split_portraits(args.data_dir, single_pass, cache_dir() / "train")
+    records = cache.records
+    test = [s for s in samples if s.split == "test" and found_face(cache, s)]
     train_paths = [s.path for s in samples if s.split == "train"]
     backgrounds = make_backgrounds(train_paths, 60, rng)
 

@@ -3,6 +3,7 @@
     python benchmarks/video.py                 # the table: 640x480 and 1280x720, 1/4/16 faces, N=1 and 3
     python benchmarks/video.py --frames 60 --sizes 640x480 --faces 4
     python benchmarks/video.py --minutes 2     # soak: loop a synthetic video, print RSS over time
+    python benchmarks/video.py --sizes 640x480 --faces 4 --classifier A.onnx --classifier B.onnx   # side by side
 
 Each clip is written to a temporary file from real photos of the shared data set
 (faces 48-80 px high walking across a plain backdrop) and run through the same
@@ -13,6 +14,7 @@ counters, events, JSON lines to /dev/null), so every frame is processed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -152,11 +154,14 @@ def latency(watcher: StreamWatcher) -> str:
             f"{max(0.0, total.mean_ms - work.mean_ms):.0f}")
 
 
-def table(args: argparse.Namespace, detector: MaskDetector, folder: Path) -> None:
+def table(args: argparse.Namespace, detectors: dict[str, MaskDetector], folder: Path) -> None:
+    """The table; with several classifiers, each clip runs with each of them in turn (side by side)."""
+    detector = next(iter(detectors.values()))
     rng = np.random.default_rng(0)
     warm_up = scene(face_pool(detector, 1, rng), 1, 640, 480, 10, rng)
     write_video(folder / "warm_up.avi", frames(background(640, 480), warm_up, 10))
-    run(folder / "warm_up.avi", detector, 1)  # first-run costs (allocations, caches) out of the table
+    for each in detectors.values():
+        run(folder / "warm_up.avi", each, 1)  # first-run costs (allocations, caches) out of the table
     detection = f"{args.detect_size} px" if args.detect_size else "640-1280 px (the default)"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"{args.frames} frames per clip; detection at {detection} long side")
@@ -172,9 +177,11 @@ def table(args: argparse.Namespace, detector: MaskDetector, folder: Path) -> Non
             video = folder / f"{size}_{faces}.avi"
             write_video(video, frames(background(width, height), walkers, args.frames))
             for every in args.detect_every:
-                for pipelined in (True, False) if args.compare_sequential else (True,):
-                    watcher, fps, sink = run(video, detector, every, pipelined=pipelined)
-                    name = size if pipelined else f"{size} sequential"
+                for (label, each), pipelined in itertools.product(
+                        detectors.items(), (True, False) if args.compare_sequential else (True,)):
+                    watcher, fps, sink = run(video, each, every, pipelined=pipelined)
+                    name = (size if pipelined else f"{size} sequential") + (f", {label}" if len(detectors) > 1
+                                                                           else "")
                     print(f"{name} | {faces} | {every} | {fps:.1f} | {latency(watcher)} | "
                           f"{recall(sink.lines, walkers):.0%} | {peak_rss_mb():.0f}", flush=True)
             if args.with_out and size == args.sizes[0]:
@@ -222,10 +229,17 @@ def main() -> int:
     parser.add_argument("--compare-sequential", action="store_true",
                         help="also run each clip without the detector thread (stage one in the main thread)")
     parser.add_argument("--minutes", type=float, default=0.0, help="soak run of this many minutes instead")
+    parser.add_argument("--classifier", action="append",
+                        help="classifier ONNX file (default: the shipped one); repeat it to compare several")
     args = parser.parse_args()
-    detector = video_detector(face_model=args.face_model, detect_size=args.detect_size)
+    detectors = {name or "shipped classifier": video_detector(face_model=args.face_model, classifier=name,
+                                                              detect_size=args.detect_size)
+                 for name in (args.classifier or [None])}
     with tempfile.TemporaryDirectory() as tmp:
-        (soak if args.minutes else table)(args, detector, Path(tmp))
+        if args.minutes:
+            soak(args, next(iter(detectors.values())), Path(tmp))
+        else:
+            table(args, detectors, Path(tmp))
     return 0
 
 

@@ -173,3 +173,12 @@ def scene_subset(folder: Path, per_split: int = 4, splits: tuple[str, ...] = ("t
         writer.writeheader()
         writer.writerows(chosen)
     return folder
+
+
+def portrait_subset(folder: Path, per_class: int = 12) -> Path:
+    """A small copy of face-mask (links to its first photos of each class): a class-per-folder set."""
+    for label in ("with_mask", "without_mask"):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for photo in sorted((DATASET / label).glob("*.jpg"))[:per_class]:
+            (folder / label / photo.name).symlink_to(photo)
+    return folder

@@ -177,13 +177,15 @@ def test_scene_samples_know_their_source(tmp_path: Path) -> None:
 
 
 def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
-    from conftest import scene_subset
+    from conftest import portrait_subset, scene_subset
 
     scenes = scene_subset(tmp_path / "scenes", per_split=8)
+    portraits = portrait_subset(tmp_path / "portraits")
     out = tmp_path / "run"
     command = [sys.executable, "-m", "maskwatch.cli", "train-detector", str(scenes), "--out", str(out),
                "--base-model", str(yunet_path), "--limit", "8", "--epochs", "1", "--batch-size", "4",
-               "--crop-size", "256", "--quiet", "--threads", "2", "--align-boxes"]
+               "--crop-size", "256", "--quiet", "--threads", "2", "--align-boxes",
+               "--paste-faces", str(portraits), "--paste-probability", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     model = out / "face_detector.onnx"
@@ -199,4 +201,45 @@ def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
     report = json.loads((out / "detector_report.json").read_text())
     assert report["train_images"] == 8 and len(report["history"]) == 2
     assert report["box_styles"] and all(source.startswith("scenes:") for source in report["box_styles"])
+    pasted = json.loads(metadata["maskwatch.pasted_faces"])
+    assert pasted["from"] == ["portraits"] and pasted["faces"] == report["pasted_faces"]
+    assert set(report["pasted_faces"]) == {"with_mask", "without_mask"}
+    assert sum(report["pasted_faces"].values()) <= 0.7 * 24  # the train split's faces only
     assert "Chosen: extra passes" in (out / "detector_val.md").read_text()
+
+
+def test_pasted_faces_come_from_the_train_split_and_land_beside_the_annotated_ones(yunet_path: Path,
+                                                                                    tmp_path: Path) -> None:
+    from conftest import portrait_subset
+
+    from maskwatch.faces.yunet import YuNetDetector
+    from maskwatch.training.detector.data import View
+    from maskwatch.training.detector.pasted import PASTE_HEIGHTS, paste_faces, portrait_faces
+    from maskwatch.training.face_cache import split_portraits
+
+    root = portrait_subset(tmp_path / "portraits")
+    faces = portrait_faces(root, yunet_path, cache_folder=tmp_path / "cache")
+    samples, cache = split_portraits(root, YuNetDetector(yunet_path, extra_scales=()), tmp_path / "cache")
+    train_crops = {cache.load(s.sha256).tobytes() for s in samples if s.split == "train"}
+    assert faces and all(face.crop.tobytes() in train_crops for face in faces)
+    for face in faces:  # the box sits inside the crop, around the face the detector found
+        x1, y1, x2, y2 = face.box
+        assert 0 <= x1 < x2 <= face.crop.shape[1] and 0 <= y1 < y2 <= face.crop.shape[0]
+        assert (x2 - x1) > 0.5 * face.crop.shape[1] or (y2 - y1) > 0.5 * face.crop.shape[0]
+
+    rng = np.random.default_rng(0)
+    annotated = np.array([[100, 100, 200, 220]], np.float32)
+    ignored = np.array([[300, 40, 306, 47]], np.float32)
+    view = View(np.full((480, 480, 3), 114, np.uint8), annotated, ignored)
+    added = 0
+    for _ in range(20):
+        pasted = paste_faces(view, faces, rng)
+        assert np.array_equal(pasted.faces[:1], annotated) and np.array_equal(pasted.ignore, ignored)
+        for box in pasted.faces[1:]:
+            height = box[3] - box[1]
+            assert PASTE_HEIGHTS[0] - 1 <= height <= PASTE_HEIGHTS[1] + 1
+            x1, y1, x2, y2 = box.astype(int)
+            assert pasted.image[y1:y2, x1:x2].std() > 0  # a face is there, not the flat canvas
+            assert not (x1 < 200 and x2 > 100 and y1 < 220 and y2 > 100)  # beside the annotated face
+        added += len(pasted.faces) - 1
+    assert added >= 20  # 1-4 a view

@@ -46,6 +46,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                         help="move every source's training boxes into the style of the source with the most faces "
                              "(measured against the stock model on train); off by default: measured, it found "
                              "fewer faces on val (MODEL_CARD.md)")
+    parser.add_argument("--paste-faces", action="append", default=[], metavar="FOLDERS_DIR",
+                        help="a class-per-folder set (e.g. ../shared/datasets/face-mask) whose train-split faces are "
+                             "pasted into training views at 10-80 px; repeatable")
+    parser.add_argument("--paste-probability", type=float, metavar="P",
+                        help="share of training views that get pasted faces (default 0.5)")
     parser.add_argument("--limit", type=positive_int,
                         help="only the first N training images and N/4 val images (quick checks)")
     parser.add_argument("--seed", type=int, default=0)
@@ -87,6 +92,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
             lr=args.lr, weight_decay=args.weight_decay, freeze=args.freeze, crop_size=args.crop_size,
             patience=args.patience, distill_landmarks=args.distill_landmarks,
             keep_stock_faces=args.keep_stock_faces, distill=args.distill, align_boxes=args.align_boxes,
+            paste_from=args.paste_faces,
+            **({} if args.paste_probability is None else {"paste_probability": args.paste_probability}),
             limit=args.limit, seed=args.seed,
             threads=args.threads,
         )

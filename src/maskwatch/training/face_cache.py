@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from maskwatch.crops import face_crop, whole_image_box
 from maskwatch.faces import YuNetDetector
+from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
 from maskwatch.images import ImageError, load_image
 from maskwatch.model_files import sha256_of
-from maskwatch.training.data import Sample
+from maskwatch.training.data import Sample, dhash, group_near_duplicates, scan_dataset, split_samples
 
 # Detections down to this score are stored, so that thresholds can be studied later without re-running.
 STORE_THRESHOLD = 0.1
@@ -115,3 +116,25 @@ class FaceCropCache:
         crop = face_crop(image, box, CACHE_CROP_SIZE, margin)
         cv2.imwrite(str(self.crop_path(sample.sha256)), crop)
         return CropRecord(sample.sha256, width, height, detections, box, whole)
+
+
+def split_portraits(root: str | Path, detector: YuNetDetector, folder: Path, seed: int = 0,
+                    margin: float = 0.2) -> tuple[list[Sample], FaceCropCache]:
+    """A class-per-folder set cut and split as the training command splits it: one face per photo found by
+    ``detector``, near-duplicate crops grouped, stratified 60/20/20 with ``seed``.
+
+    The scene benchmark pastes faces of its test split, and detector training pastes faces of its train split,
+    so no benchmark face is ever learnt.
+    """
+    samples, _ = scan_dataset(root)
+    cache = FaceCropCache(folder, detector, margin, DEFAULT_SCORE_THRESHOLD)
+    cache.build(samples)
+    group_near_duplicates(samples, {s.sha256: dhash(cache.load(s.sha256)) for s in samples})
+    split_samples(samples, seed=seed)
+    return samples, cache
+
+
+def found_face(cache: FaceCropCache, sample: Sample) -> bool:
+    """Whether the sample's crop is a face the detector found (not the whole photo, not an unreadable file)."""
+    record = cache.records[sample.sha256]
+    return record.used_box is not None and not record.whole_image

@@ -9,6 +9,7 @@ loss either way on the priors inside them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,15 +113,23 @@ def read_sample(sample: DetectorSample) -> np.ndarray:
     return image
 
 
+# Something that adds to a view before its colour, blur and JPEG changes (e.g. pasted faces: pasted.py).
+ViewStep = Callable[[View, np.random.Generator], View]
+
+
 def training_view(samples: list[DetectorSample], index: int, rng: np.random.Generator,
-                  size: int = CROP_SIZE) -> View:
-    """One augmented square view of sample ``index`` (or a mosaic of it and three others)."""
+                  size: int = CROP_SIZE, add: ViewStep | None = None) -> View:
+    """One augmented square view of sample ``index`` (or a mosaic of it and three others); ``add`` changes the
+    placed view before flips, colour, blur and JPEG."""
     if rng.random() < MOSAIC_PROBABILITY:
-        return _mosaic(samples, index, rng, size)
-    sample = samples[index]
-    image = read_sample(sample)
-    scale = detection_scale(image.shape[1], image.shape[0]) * 2 ** rng.uniform(*SCALE_RANGE_LOG2)
-    view = _place(image, sample.boxes, scale, size, size, rng)
+        view = _mosaic(samples, index, rng, size)
+    else:
+        sample = samples[index]
+        image = read_sample(sample)
+        scale = detection_scale(image.shape[1], image.shape[0]) * 2 ** rng.uniform(*SCALE_RANGE_LOG2)
+        view = _place(image, sample.boxes, scale, size, size, rng)
+    if add is not None:
+        view = add(view, rng)
     return _finish(view, rng)
 
 
@@ -140,7 +149,7 @@ def _mosaic(samples: list[DetectorSample], index: int, rng: np.random.Generator,
         shift = np.array([x1, y1, x1, y1], np.float32)
         faces.append(part.faces + shift)
         ignore.append(part.ignore + shift)
-    return _finish(View(canvas, np.concatenate(faces), np.concatenate(ignore)), rng)
+    return View(canvas, np.concatenate(faces), np.concatenate(ignore))
 
 
 def _finish(view: View, rng: np.random.Generator) -> View:

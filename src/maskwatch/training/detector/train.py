@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +26,14 @@ from maskwatch.training.detector.data import (
     CROP_SIZE,
     DetectorSample,
     View,
+    ViewStep,
     read_sample,
     scan_scene_boxes,
     training_view,
     validation_view,
 )
 from maskwatch.training.detector.loss import Target, detection_loss
+from maskwatch.training.detector.pasted import DEFAULT_PASTE_PROBABILITY, PortraitFace, paste_faces, portrait_faces
 from maskwatch.training.detector.yunet_net import YuNetNet
 
 DETECTOR_FILE = "face_detector.onnx"
@@ -57,6 +59,9 @@ class DetectorConfig:
     distill: float = 0.0  # weight of keeping outputs near the stock model's where it sees a face
     align_boxes: bool = False  # move every source's training boxes into one box style (box_style.py; measured:
     # recall up on the reference source, down more on the others, as val keeps each source's style)
+    paste_from: list[str] = field(default_factory=list)  # class-per-folder sets whose train-split faces are
+    # pasted into views (pasted.py): small masked and bare faces the scene sets have few of
+    paste_probability: float = DEFAULT_PASTE_PROBABILITY
     train_split: str = "train"
     val_split: str = "val"
     limit: int | None = None  # use only the first N training and N/4 val images (tests, quick checks)
@@ -147,6 +152,12 @@ def train_detector(config: DetectorConfig, progress: bool = True,
         for source, style in sorted(styles.items()):
             print(f"box style of {source}: {_style_text(style)}" + (" (the reference)" if source == reference
                                                                        else ""), file=sys.stderr)
+    portraits: list[PortraitFace] = []
+    for root in config.paste_from:
+        portraits += portrait_faces(root, config.base_model)
+    add = _paster(portraits, config.paste_probability) if portraits else None
+    if config.paste_from:
+        print(f"faces to paste: {len(portraits)} from {', '.join(config.paste_from)}", file=sys.stderr)
     net = YuNetNet.from_onnx(config.base_model)
     use_teacher = config.distill_landmarks or config.keep_stock_faces or config.distill > 0
     teacher = YuNetNet.from_onnx(config.base_model).eval() if use_teacher else None
@@ -189,7 +200,7 @@ def train_detector(config: DetectorConfig, progress: bool = True,
                    file=sys.stderr)
         for step in bar:
             chosen = order[step * config.batch_size:(step + 1) * config.batch_size]
-            views = [training_view(train, int(i), rng, config.crop_size) for i in chosen]
+            views = [training_view(train, int(i), rng, config.crop_size, add) for i in chosen]
             parts = _loss(net, teacher, views, config.keep_stock_faces, config.distill)
             loss = torch.stack(list(parts.values())).sum()
             optimizer.zero_grad()
@@ -225,6 +236,7 @@ def train_detector(config: DetectorConfig, progress: bool = True,
         "start_val_loss": start["total"], "best_val_loss": best_loss, "best_epoch": best_epoch,
         "selected_by": "val score (face AP@0.5)" if validate else "val loss", "start_val_score": start_score,
         "best_val_score": best_score,
+        "pasted_faces": _count_labels(portraits),
         "box_styles": {source: asdict(style) for source, style in styles.items()}, "box_style_reference": reference,
         "epochs_run": len(history) - 1, "train_seconds": round(time.time() - began, 1), "history": history,
     }
@@ -249,13 +261,32 @@ def detector_metadata(report: dict, figures: dict | None = None) -> dict[str, st
         "maskwatch.training": json.dumps({k: config[k] for k in ("epochs", "batch_size", "lr", "weight_decay",
                                                                   "freeze", "crop_size", "distill_landmarks",
                                                                   "keep_stock_faces", "distill",
-                                                                  "align_boxes")}),
+                                                                  "align_boxes", "paste_probability")}),
     }
+    if report.get("pasted_faces"):
+        metadata["maskwatch.pasted_faces"] = json.dumps({"from": [Path(d).name for d in config["paste_from"]],
+                                                         "faces": report["pasted_faces"]})
     if report.get("box_style_reference"):
         metadata["maskwatch.box_style_reference"] = report["box_style_reference"]
     if figures is not None:
         metadata["maskwatch.val_figures"] = json.dumps(figures)
     return metadata
+
+
+def _paster(portraits: list[PortraitFace], probability: float) -> ViewStep:
+    """Paste portrait faces into a share ``probability`` of the training views."""
+
+    def add(view: View, rng: np.random.Generator) -> View:
+        return paste_faces(view, portraits, rng) if rng.random() < probability else view
+
+    return add
+
+
+def _count_labels(portraits: list[PortraitFace]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for face in portraits:
+        counts[face.label] = counts.get(face.label, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _stock_boxes(base_model: str) -> Callable[[DetectorSample], np.ndarray]:
