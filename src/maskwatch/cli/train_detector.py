@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from maskwatch.cli.common import non_negative_int, positive_float, positive_int
+from maskwatch.cli.common import non_negative_int, positive_float, positive_int, probability
 
 # The photo defaults a trained model is measured with: one pass, or one more at twice the scale.
 PASS_CANDIDATES: tuple[tuple[float, ...], ...] = ((), (2.0,))
@@ -49,7 +49,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--paste-faces", action="append", default=[], metavar="FOLDERS_DIR",
                         help="a class-per-folder set (e.g. ../shared/datasets/face-mask) whose train-split faces are "
                              "pasted into training views at 10-80 px; repeatable")
-    parser.add_argument("--paste-probability", type=float, metavar="P",
+    parser.add_argument("--paste-probability", type=probability, metavar="P",
                         help="share of training views that get pasted faces (default 0.5)")
     parser.add_argument("--limit", type=positive_int,
                         help="only the first N training images and N/4 val images (quick checks)")
