@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from maskwatch.crops import face_crop, whole_image_box
+from maskwatch.crops import DEFAULT_MARGIN, face_crop, whole_image_box
 from maskwatch.faces import YuNetDetector
 from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
 from maskwatch.images import ImageError, load_image
@@ -119,7 +119,7 @@ class FaceCropCache:
 
 
 def split_portraits(root: str | Path, detector: YuNetDetector, folder: Path, seed: int = 0,
-                    margin: float = 0.2) -> tuple[list[Sample], FaceCropCache]:
+                    margin: float = DEFAULT_MARGIN) -> tuple[list[Sample], FaceCropCache]:
     """A class-per-folder set cut and split as the training command splits it: one face per photo found by
     ``detector``, near-duplicate crops grouped, stratified 60/20/20 with ``seed``.
 
