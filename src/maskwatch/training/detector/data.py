@@ -1,7 +1,7 @@
 """Face boxes for detector training: VOC scene sets (every class is "face"), and the views the net learns from.
 
 A training view is a square crop of one photo rescaled around the scale the pipeline would detect it at
-(``maskwatch.faces.yunet.detection_scale``) and mostly below it, so that faces of 10-40 px are common; a quarter of the
+(``maskwatch.faces.passes.detection_scale``) and mostly below it, so that faces of 10-40 px are common; a quarter of the
 views are mosaics of four smaller photos (crowds of small faces). Then flips, colour, blur and JPEG.
 Faces cut by the crop edge (less than half left), and faces under ``MIN_TRAIN_FACE`` px, are *ignored*: no
 loss either way on the priors inside them.
@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskwatch.faces.yunet import detection_scale
+from maskwatch.faces.passes import detection_scale
 from maskwatch.voc import find_scenes, manifest_sources, read_voc
 
 # Faces lower than this (px, in the view) are ignored, not learnt: below YuNet's smallest prior.
