@@ -1,4 +1,4 @@
-"""Face models side by side on a VOC scene set: recall by class and size, false faces, face AP@0.5, time.
+"""Face models side by side on a VOC scene set: recall by class and size, false faces, face AP, time.
 
     python benchmarks/face_models.py ../shared/datasets/mask-scenes [--split val] [--min-face 16] [--iou 0.5]
 

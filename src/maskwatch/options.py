@@ -30,7 +30,7 @@ class Options:
     detector: str = "yunet"  # face detector, by registry name: "yunet" or "retinaface"
     face_model: str | None = None  # the detector's model file (YuNet: a path or "stock"; None: the shipped one)
     face_threshold: float | None = None  # minimum face score; None: the face model's own
-    extra_scales: tuple[float, ...] | None = None  # extra YuNet passes (x the base scale); None: the model's own
+    extra_scales: tuple[float, ...] | None = None  # extra detector passes (x the base scale); None: the model's own
     mirror_extra_passes: bool | None = None  # also run each extra pass on the mirrored image
     min_detect_size: int | None = None  # images with a shorter long side are enlarged before detection
     max_detect_size: int | None = None  # and longer ones shrunk
@@ -47,7 +47,7 @@ class Options:
 
     @classmethod
     def video(cls, detect_size: int | None = None, **changes: Any) -> Options:
-        """Video: one YuNet pass per frame; ``detect_size`` fixes the long side frames are detected at."""
+        """Video: one detector pass per frame; ``detect_size`` fixes the long side frames are detected at."""
         low, high = (detect_size, detect_size) if detect_size else (VIDEO_MIN_DETECT_SIZE, VIDEO_MAX_DETECT_SIZE)
         settings: dict[str, Any] = {"extra_scales": (), "min_detect_size": low, "max_detect_size": high}
         return cls(**{**settings, **changes})

