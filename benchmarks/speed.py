@@ -1,6 +1,6 @@
 """Speed, side by side in one run: the classifier per face, and the whole pipeline per 640x480 frame.
 
-    python benchmarks/speed.py [--repeats 30] [--compare-stock]
+    python benchmarks/speed.py [--repeats 30] [--compare-stock] [--classifier FILE ...]
 
 Frames are built from real photos of the shared data set (faces pasted at
 48-80 px onto a blurred photo) so YuNet and the classifier do real work.
@@ -65,23 +65,29 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--compare-stock", action="store_true",
                         help="also time the stock YuNet (--face-model stock) with its old three-pass default")
+    parser.add_argument("--classifier", action="append", default=[], metavar="FILE",
+                        help="also time the photo default with this mask classifier (repeatable)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     detector = MaskDetector()
     classifier = detector.classifier
     size = classifier.input_size
     frames = {n: make_frame(detector, n, rng, Path(args.data)) for n in (1, 8)}
-    crops = [face_crop(frames[8], f.box, size, classifier.crop_margin) for f in detector.faces.detect(frames[8])]
-    crops = (crops * 8)[:8]
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; onnxruntime CPU; "
           f"classifier {classifier.metadata['backbone']} at {size} px; median of {args.repeats}")
     print("what | ms")
     print("---|---")
-    batch1 = timed(lambda: classifier.mask_probability(crops[:1]), args.repeats)
-    batch8 = timed(lambda: classifier.mask_probability(crops), args.repeats)
-    print(f"classifier, 1 face (batch 1) | {batch1:.2f}")
-    print(f"classifier, per face in a batch of 8 | {batch8 / 8:.2f}")
+    others = {path: MaskDetector.from_options(Options.photo(classifier=path)) for path in args.classifier}
+    for name, model in [("shipped", classifier), *((path, p.classifier) for path, p in others.items())]:
+        # Each model gets the same faces, cut at its own input size.
+        found = detector.faces.detect(frames[8])
+        cut = [face_crop(frames[8], f.box, model.input_size, model.crop_margin) for f in found]
+        cut = (cut * 8)[:8]
+        batch1 = timed(lambda m=model, c=cut: m.mask_probability(c[:1]), args.repeats)
+        batch8 = timed(lambda m=model, c=cut: m.mask_probability(c), args.repeats)
+        print(f"classifier {name} ({model.input_size} px), 1 face (batch 1) | {batch1:.2f}")
+        print(f"classifier {name} ({model.input_size} px), per face in a batch of 8 | {batch8 / 8:.2f}")
     # The face stage, side by side: the shipped model at the photo default, and the stock YuNet with the
     # passes it needed (the photo default before maskwatch's own model) and with one pass.
     configurations = [
@@ -89,6 +95,7 @@ def main() -> int:
         ("maskwatch YuNet, photo default, through cv2.FaceDetectorYN",
          MaskDetector(face_detector=YuNetDetector(engine="opencv"))),
     ]
+    configurations += [(f"maskwatch YuNet, photo default, classifier {path}", p) for path, p in others.items()]
     if args.compare_stock:
         configurations += [
             ("stock YuNet, 3 passes + mirrored (old photo default)", MaskDetector.from_options(

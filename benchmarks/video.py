@@ -127,7 +127,7 @@ class Collect:
 
 def run(video: Path, detector: MaskDetector, detect_every: int, out: Path | None = None,
         loop: bool = False, stop: threading.Event | None = None,
-        pipelined: bool = True) -> tuple[StreamWatcher, float, Collect]:
+        pipelined: bool = True, classify_every: int = CLASSIFY_EVERY) -> tuple[StreamWatcher, float, Collect]:
     # A live-sized read-ahead (2 frames) so latency is what a camera would see; a file never drops frames.
     source = VideoSource(SourceSpec(str(video), live=False), loop=loop, queue_size=2)
     source.open()
@@ -135,7 +135,7 @@ def run(video: Path, detector: MaskDetector, detect_every: int, out: Path | None
     outputs = WatchOutputs(json=sink)
     if out is not None:
         outputs.video = VideoFileWriter(out, source.fps)
-    analyzer = VideoAnalyzer(detector, detect_every=detect_every, classify_every=CLASSIFY_EVERY)
+    analyzer = VideoAnalyzer(detector, detect_every=detect_every, classify_every=classify_every)
     watcher = StreamWatcher(analyzer, outputs, alert_after=5.0,
                             pipelined=pipelined)
     try:
@@ -177,11 +177,13 @@ def table(args: argparse.Namespace, detectors: dict[str, MaskDetector], folder: 
             video = folder / f"{size}_{faces}.avi"
             write_video(video, frames(background(width, height), walkers, args.frames))
             for every in args.detect_every:
-                for (label, each), pipelined in itertools.product(
-                        detectors.items(), (True, False) if args.compare_sequential else (True,)):
-                    watcher, fps, sink = run(video, each, every, pipelined=pipelined)
+                for (label, each), pipelined, refresh in itertools.product(
+                        detectors.items(), (True, False) if args.compare_sequential else (True,),
+                        args.classify_every):
+                    watcher, fps, sink = run(video, each, every, pipelined=pipelined, classify_every=refresh)
                     name = (size if pipelined else f"{size} sequential") + (f", {label}" if len(detectors) > 1
                                                                            else "")
+                    name += f", classify every {refresh}" if len(args.classify_every) > 1 else ""
                     print(f"{name} | {faces} | {every} | {fps:.1f} | {latency(watcher)} | "
                           f"{recall(sink.lines, walkers):.0%} | {peak_rss_mb():.0f}", flush=True)
             if args.with_out and size == args.sizes[0]:
@@ -224,6 +226,8 @@ def main() -> int:
     parser.add_argument("--faces", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--detect-every", nargs="+", type=int, default=[1, 3])
     parser.add_argument("--detect-size", type=int, help="as maskwatch watch --detect-size (default: 640-1280)")
+    parser.add_argument("--classify-every", nargs="+", type=int, default=[CLASSIFY_EVERY],
+                        help=f"as maskwatch watch --classify-every (default {CLASSIFY_EVERY}); several: a row each")
     parser.add_argument("--face-model", help="YuNet ONNX file, or 'stock' (default: maskwatch's own, shipped)")
     parser.add_argument("--with-out", action="store_true", help="also time writing an annotated .mp4")
     parser.add_argument("--compare-sequential", action="store_true",

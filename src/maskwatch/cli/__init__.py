@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from maskwatch.cli import batch, detect, evaluate, serve, train, train_detector, watch
+from maskwatch.cli import average, batch, detect, evaluate, serve, train, train_detector, watch
 
-COMMANDS = (detect, train, train_detector, watch, serve, evaluate, batch)
+COMMANDS = (detect, train, average, train_detector, watch, serve, evaluate, batch)
 
 
 def make_parser() -> argparse.ArgumentParser:

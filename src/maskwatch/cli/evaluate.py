@@ -109,7 +109,8 @@ def _run_dir(args: argparse.Namespace) -> tuple[dict, str]:
     run, test = Path(args.run_dir), result["test"]
     lines = [f"test accuracy {test['accuracy']:.4f} on {test['n']} images, ROC AUC {_num(test['roc_auc'])}, "
              f"ECE {test['ece']:.4f}; " + ", ".join(f"{px}px {r['accuracy']:.3f}"
-                                                   for px, r in result["test_by_face_px"].items())]
+                                                   for px, r in result["test_by_face_px"].items()),
+             f"two classes at the operating point (the paper's protocol): {_num(result['test_two_class_accuracy'])}"]
     calibration = result.get("calibration")
     if calibration:
         lines.append(f"temperature {calibration['temperature']:.3f}: test ECE {calibration['test_ece_before']:.4f}"

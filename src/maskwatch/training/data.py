@@ -170,11 +170,22 @@ def read_split(path: Path, roots: list[Path]) -> list[Sample]:
 
 def fingerprint(samples: list[Sample], with_split: bool = False) -> str:
     """A short hash of the data (and, optionally, the split), stored with a model to trace it back."""
+    return _fingerprint([(s.sha256, s.label, s.split) for s in samples], with_split)
+
+
+def split_file_fingerprint(path: Path) -> tuple[str, dict[str, str]]:
+    """The split fingerprint of a ``split.csv`` (as ``fingerprint(..., with_split=True)``) and its sha256 -> split."""
+    with open(path, newline="") as handle:
+        rows = [(row["sha256"], row["label"], row["split"]) for row in csv.DictReader(handle)]
+    return _fingerprint(rows, with_split=True), {sha256: split for sha256, _, split in rows}
+
+
+def _fingerprint(rows: list[tuple[str, str, str]], with_split: bool) -> str:
     digest = hashlib.sha256()
-    for s in sorted(samples, key=lambda s: (s.sha256, s.label, s.split)):
-        digest.update(f"{s.sha256},{s.label}".encode())
+    for sha256, label, split in sorted(rows):
+        digest.update(f"{sha256},{label}".encode())
         if with_split:
-            digest.update(f",{s.split}".encode())
+            digest.update(f",{split}".encode())
     return digest.hexdigest()[:16]
 
 

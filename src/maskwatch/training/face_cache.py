@@ -21,6 +21,7 @@ from maskwatch.crops import DEFAULT_MARGIN, face_crop, whole_image_box
 from maskwatch.faces import YuNetDetector
 from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
 from maskwatch.images import ImageError, load_image
+from maskwatch.model_files import cache_dir as cache_root
 from maskwatch.model_files import sha256_of
 from maskwatch.training.data import Sample, dhash, group_near_duplicates, scan_dataset, split_samples
 
@@ -138,3 +139,12 @@ def found_face(cache: FaceCropCache, sample: Sample) -> bool:
     """Whether the sample's crop is a face the detector found (not the whole photo, not an unreadable file)."""
     record = cache.records[sample.sha256]
     return record.used_box is not None and not record.whole_image
+
+
+def run_crop_cache(config: dict, cache_dir: str | Path | None = None,
+                   face_model: str | Path | None = None) -> FaceCropCache:
+    """A training run's own crop cache (its report's ``config``): same folder, face model, margin and threshold."""
+    folder = Path(cache_dir or config.get("cache_dir") or cache_root() / "train")
+    detector = YuNetDetector(face_model or config.get("face_model"), score_threshold=config["face_threshold"],
+                             extra_scales=())  # as training cut its crops
+    return FaceCropCache(folder, detector, config["crop_margin"], config["face_threshold"])

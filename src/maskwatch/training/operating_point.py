@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from maskwatch.classifier.decision import OperatingPoint
+from maskwatch.labels import two_class
 
 # The mask cut gets a finer grid near 1: a model trained on portraits needs a cut that high on crowds.
 MASK_THRESHOLDS = [round(float(v), 4) for v in np.r_[np.arange(0.05, 0.95, 0.025), np.arange(0.95, 0.996, 0.005)]]
@@ -64,3 +65,12 @@ def choose_operating_point(probabilities: np.ndarray, y: np.ndarray, labels: Seq
                   "default_macro_f1": score(default), "chosen_macro_f1": score(best),
                   "default_balanced_accuracy": balanced(default), "chosen_balanced_accuracy": balanced(best),
                   **best.to_dict()}
+
+
+def two_class_accuracy(probabilities: np.ndarray, y: np.ndarray, labels: list[str], point: OperatingPoint
+                       ) -> float | None:
+    """Accuracy when only "mask worn right" or not is asked (the paper's two classes)."""
+    if not len(y):
+        return None
+    predicted = [two_class(labels[i]) for i in point.indices(probabilities, labels)]
+    return float(np.mean([p == two_class(labels[t]) for p, t in zip(predicted, y, strict=True)]))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.faces import YuNetDetector
-from maskwatch.labels import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK, two_class
+from maskwatch.labels import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
 from maskwatch.model_files import cache_dir as default_cache_dir
 from maskwatch.training.augment import (
     EVAL_FACE_SIZES,
@@ -60,7 +60,7 @@ from maskwatch.training.objective import (
     output_activation,
     predict,
 )
-from maskwatch.training.operating_point import balanced_accuracy, choose_operating_point
+from maskwatch.training.operating_point import balanced_accuracy, choose_operating_point, two_class_accuracy
 
 BACKBONE_STATE = "backbone.pt"  # the fine-tuned feature module's weights, for --init-from
 AUGMENT_VERSION = 3  # bump when augment.py changes, so cached features are recomputed
@@ -356,15 +356,6 @@ def source_report(probabilities: np.ndarray, y: np.ndarray, labels: list[str], p
     report["balanced_accuracy"] = balanced_accuracy(y, predicted, range(len(labels)))
     report["two_class_accuracy"] = two_class_accuracy(probabilities, y, labels, point)
     return report
-
-
-def two_class_accuracy(probabilities: np.ndarray, y: np.ndarray, labels: list[str], point: OperatingPoint
-                       ) -> float | None:
-    """Accuracy when only "mask worn right" or not is asked (the paper's two classes)."""
-    if not len(y):
-        return None
-    predicted = [two_class(labels[i]) for i in point.indices(probabilities, labels)]
-    return float(np.mean([p == two_class(labels[t]) for p, t in zip(predicted, y, strict=True)]))
 
 
 def head_description(config: TrainConfig, classes: int) -> str:

@@ -13,9 +13,10 @@ from maskwatch.results import FaceResult
 from maskwatch.video.smoothing import LabelSmoother
 from maskwatch.video.tracker import Box, IoUTracker
 
-# A tracked face's label is refreshed every 3rd frame (0.1 s at 30 fps) by ``maskwatch watch``: the classifier
-# is half the cost of a frame with 4 faces, and the smoothed label changes slower than that anyway.
-CLASSIFY_EVERY = 3
+# A tracked face's label is refreshed every 4th frame (0.13 s at 30 fps) by ``maskwatch watch``: the classifier
+# costs more than the face detector in a frame with 4 faces (160 px crops: about 6 ms each on 2 cores), and the
+# smoothed label needs several refreshes to change anyway. New and uncertain tracks are classified at once.
+CLASSIFY_EVERY = 4
 
 
 @dataclass

@@ -1,0 +1,98 @@
+"""`maskwatch average`: the mean of classifiers' weights, its operating point on scene faces, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import scene_subset
+from fixed_classifier import write_fixed_classifier
+from onnx import numpy_helper
+
+from maskwatch.classifier.onnx_classifier import MaskClassifier
+from maskwatch.cli import main
+from maskwatch.model_files import sha256_of
+from maskwatch.training.average import average_models, average_weights
+
+MASKED = {"incorrect_mask": 0.1, "with_mask": 0.8, "without_mask": 0.1}
+BARE = {"incorrect_mask": 0.2, "with_mask": 0.1, "without_mask": 0.7}
+
+
+def _logits(path: Path) -> np.ndarray:
+    named = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    return named["logits"]
+
+
+def test_the_weights_are_averaged_name_by_name(tmp_path: Path) -> None:
+    a = write_fixed_classifier(tmp_path / "a.onnx", MASKED)
+    b = write_fixed_classifier(tmp_path / "b.onnx", BARE)
+    mean = average_weights([a, b])
+    named = {t.name: numpy_helper.to_array(t) for t in mean.graph.initializer}
+    np.testing.assert_allclose(named["logits"], (_logits(a) + _logits(b)) / 2, rtol=1e-6)
+    weighted = average_weights([a, b], [0.75, 0.25])
+    named = {t.name: numpy_helper.to_array(t) for t in weighted.graph.initializer}
+    np.testing.assert_allclose(named["logits"], 0.75 * _logits(a) + 0.25 * _logits(b), rtol=1e-6)
+
+
+def test_models_that_cannot_be_averaged_are_refused(tmp_path: Path) -> None:
+    a = write_fixed_classifier(tmp_path / "a.onnx", MASKED)
+    two = write_fixed_classifier(tmp_path / "two.onnx", {"with_mask": 0.5, "without_mask": 0.5},
+                                 labels=["with_mask", "without_mask"])
+    with pytest.raises(ValueError, match="labels"):
+        average_weights([a, two])
+    with pytest.raises(ValueError, match="at least two"):
+        average_weights([a])
+    with pytest.raises(ValueError, match="summing to 1"):
+        average_weights([a, a], [0.5, 0.6])
+    other = onnx.load(str(a))  # same labels and metadata, another network: one more weight
+    other.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "extra"))
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    with pytest.raises(ValueError, match="not the same network"):
+        average_weights([a, tmp_path / "other.onnx"])
+
+
+def test_average_writes_a_model_with_its_operating_point_and_sources(tmp_path: Path) -> None:
+    scenes = scene_subset(tmp_path / "scenes", per_split=3, splits=("val",))
+    a = write_fixed_classifier(tmp_path / "a.onnx", MASKED)
+    b = write_fixed_classifier(tmp_path / "b.onnx", BARE)
+    report = average_models([a, b], tmp_path / "soup", scenes, split="val")
+    model = tmp_path / "soup" / "mask_classifier.onnx"
+    assert report["sha256"] == sha256_of(model)
+    classifier = MaskClassifier(model)
+    meta = classifier.metadata
+    assert [s["sha256"] for s in meta["averaged_from"]] == [sha256_of(a), sha256_of(b)]
+    assert [s["weight"] for s in meta["averaged_from"]] == [0.5, 0.5]
+    search = meta["operating_point"]["search"]
+    assert search["faces"] > 0 and "split val" in search["chosen_on"]
+    assert classifier.operating_point.mask_threshold == meta["operating_point"]["mask_threshold"]
+    expected = np.exp((_logits(a) + _logits(b)) / 2)
+    got = classifier.probabilities([np.zeros((32, 32, 3), np.uint8)])[0]
+    np.testing.assert_allclose(got, expected / expected.sum(), rtol=1e-5)
+    assert json.loads((tmp_path / "soup" / "average.json").read_text())["sha256"] == report["sha256"]
+
+
+def test_the_command_reports_what_it_cannot_average(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_fixed_classifier(tmp_path / "a.onnx", MASKED)
+    code = main(["average", str(a), str(tmp_path / "missing.onnx"), "--scenes", str(tmp_path),
+                 "--out", str(tmp_path / "soup")])
+    assert code == 2
+    assert "missing.onnx" in capsys.readouterr().err
+    assert not (tmp_path / "soup" / "mask_classifier.onnx").exists()
+
+
+def test_a_split_file_from_another_run_is_refused(tmp_path: Path) -> None:
+    scenes = scene_subset(tmp_path / "scenes", per_split=2, splits=("val",))
+    run = tmp_path / "run"
+    run.mkdir()
+    model = onnx.load(str(write_fixed_classifier(run / "mask_classifier.onnx", MASKED)))
+    meta = json.loads(model.metadata_props[0].value)
+    meta["split_fingerprint"] = "0123456789abcdef"  # the split this model was trained on: not the file below
+    model.metadata_props[0].value = json.dumps(meta)
+    onnx.save(model, str(run / "mask_classifier.onnx"))
+    (run / "split.csv").write_text("file,label,sha256,group,split,source,box\na.jpg,with_mask,aa,aa,test,0,\n")
+    (run / "report.json").write_text("{}")
+    with pytest.raises(ValueError, match="not the split"):
+        average_models([run, write_fixed_classifier(tmp_path / "b.onnx", BARE)], tmp_path / "soup", scenes)
