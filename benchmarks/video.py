@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maskwatch.cli.common import positive_int
 from maskwatch.pipeline import MaskDetector
 from maskwatch.synthetic import iou
 from maskwatch.video.analyzer import CLASSIFY_EVERY, VideoAnalyzer
@@ -226,7 +227,7 @@ def main() -> int:
     parser.add_argument("--faces", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--detect-every", nargs="+", type=int, default=[1, 3])
     parser.add_argument("--detect-size", type=int, help="as maskwatch watch --detect-size (default: 640-1280)")
-    parser.add_argument("--classify-every", nargs="+", type=int, default=[CLASSIFY_EVERY],
+    parser.add_argument("--classify-every", nargs="+", type=positive_int, default=[CLASSIFY_EVERY],
                         help=f"as maskwatch watch --classify-every (default {CLASSIFY_EVERY}); several: a row each")
     parser.add_argument("--face-model", help="YuNet ONNX file, or 'stock' (default: maskwatch's own, shipped)")
     parser.add_argument("--with-out", action="store_true", help="also time writing an annotated .mp4")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conftest import scene_subset
+from conftest import portrait_subset, scene_subset
 from fixed_classifier import write_fixed_classifier
 from onnx import numpy_helper
 
@@ -16,6 +17,7 @@ from maskwatch.classifier.onnx_classifier import MaskClassifier
 from maskwatch.cli import main
 from maskwatch.model_files import sha256_of
 from maskwatch.training.average import average_models, average_weights
+from maskwatch.training.data import fingerprint, scan_dataset, write_split
 
 MASKED = {"incorrect_mask": 0.1, "with_mask": 0.8, "without_mask": 0.1}
 BARE = {"incorrect_mask": 0.2, "with_mask": 0.1, "without_mask": 0.7}
@@ -76,11 +78,56 @@ def test_average_writes_a_model_with_its_operating_point_and_sources(tmp_path: P
 
 def test_the_command_reports_what_it_cannot_average(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = write_fixed_classifier(tmp_path / "a.onnx", MASKED)
-    code = main(["average", str(a), str(tmp_path / "missing.onnx"), "--scenes", str(tmp_path),
-                 "--out", str(tmp_path / "soup")])
-    assert code == 2
-    assert "missing.onnx" in capsys.readouterr().err
-    assert not (tmp_path / "soup" / "mask_classifier.onnx").exists()
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model at all")
+    for other, says in ((tmp_path / "missing.onnx", "missing.onnx"), (junk, "not a readable ONNX model")):
+        code = main(["average", str(a), str(other), "--scenes", str(tmp_path), "--out", str(tmp_path / "soup")])
+        assert code == 2
+        assert says in capsys.readouterr().err
+        assert not (tmp_path / "soup").exists()  # nothing is written before every check has passed
+
+
+TWO_CLASSES = ["with_mask", "without_mask"]
+
+
+def _run(folder: Path, data: Path, splits: list[str], probabilities: dict[str, float]) -> Path:
+    """A run folder as `maskwatch train` leaves it: a model that knows its split, split.csv and report.json."""
+    samples, _ = scan_dataset(data)
+    for sample, split in zip(sorted(samples, key=lambda s: s.path.name), splits, strict=True):
+        sample.split = split
+    folder.mkdir(parents=True)
+    write_split(samples, [data], folder / "split.csv")
+    model = onnx.load(str(write_fixed_classifier(folder / "mask_classifier.onnx", probabilities,
+                                                 labels=TWO_CLASSES)))
+    meta = json.loads(model.metadata_props[0].value)
+    meta["split_fingerprint"] = fingerprint(samples, with_split=True)
+    model.metadata_props[0].value = json.dumps(meta)
+    onnx.save(model, str(folder / "mask_classifier.onnx"))
+    config = {"data_dir": str(data), "extra_data": [], "cache_dir": str(folder.parent / "cache"), "face_model": None,
+              "face_threshold": 0.5, "crop_margin": 0.2}
+    (folder / "report.json").write_text(json.dumps({"config": config, "labels": TWO_CLASSES}))
+    return folder
+
+
+def test_test_figures_count_only_photos_no_averaged_model_trained_on(tmp_path: Path) -> None:
+    data = portrait_subset(tmp_path / "faces", per_class=3)  # six photos; sorted: 3 with_mask, 3 without_mask
+    scenes = scene_subset(tmp_path / "scenes", per_split=2, splits=("val",))
+    a = _run(tmp_path / "a", data, ["test", "test", "val", "test", "val", "train"], {"with_mask": 0.9,
+                                                                                      "without_mask": 0.1})
+    b = _run(tmp_path / "b", data, ["test", "train", "val", "test", "train", "val"], {"with_mask": 0.2,
+                                                                                       "without_mask": 0.8})
+    with pytest.raises(ValueError, match="holds a model"):
+        average_models([a, b], a, scenes)
+    meta = average_models([a, b], tmp_path / "soup", scenes)["metadata"]
+    assert meta["test_photos"] == 2  # the first and the fourth photo: test photos of both runs
+    assert [row["model"] for row in meta["test_by_model"]] == ["average", str(a), str(b)]
+    assert meta["test_by_model"][1]["two_class_accuracy"] == 0.5  # run a says with_mask to both
+    with open(tmp_path / "soup" / "split.csv", newline="") as handle:
+        kept = [row["split"] for row in sorted(csv.DictReader(handle), key=lambda r: Path(r["file"]).name)]
+    # b trained on the second photo (a's test) and the fifth (a's val): neither counts for the average.
+    assert kept == ["test", "excluded", "val", "test", "excluded", "train"]
+    assert "split_fingerprint" not in meta and "split_counts" not in meta  # the runs were split apart
+    assert json.loads((tmp_path / "soup" / "report.json").read_text())["test"]["n"] == 2
 
 
 def test_a_split_file_from_another_run_is_refused(tmp_path: Path) -> None:

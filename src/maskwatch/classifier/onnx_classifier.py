@@ -15,7 +15,9 @@ from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.cores import usable_cores
 from maskwatch.labels import WITH_MASK
 
-DEFAULT_CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "models" / "mask_classifier.onnx"
+# The classifier file of the package, and of every training run folder.
+MODEL_FILE_NAME = "mask_classifier.onnx"
+DEFAULT_CLASSIFIER_PATH = Path(__file__).resolve().parent.parent / "models" / MODEL_FILE_NAME
 METADATA_KEY = "maskwatch"
 
 

@@ -50,6 +50,11 @@ def cmd_average(args: argparse.Namespace) -> int:
           f"{point['incorrect_threshold']:g} of the rest; on {search['faces']} faces: macro F1 "
           f"{search['chosen_macro_f1']:.4f}, balanced accuracy {search['chosen_balanced_accuracy']:.4f}")
     if "test_two_class_accuracy" in meta:
-        print(f"test split: accuracy {meta['test_accuracy']:.4f}, two classes at the operating point "
-              f"{meta['test_two_class_accuracy']:.4f}")
+        print(f"test split: {meta['test_photos']} photos no averaged model trained on; accuracy "
+              f"{meta['test_accuracy']:.4f}, two classes at the operating point {meta['test_two_class_accuracy']:.4f}")
+        for row in meta["test_by_model"][1:]:
+            print(f"  {row['model']} on the same photos: accuracy {row['accuracy']:.4f}, two classes at its "
+                  f"operating point {row['two_class_accuracy']:.4f}")
+    else:
+        print(f"test figures: {meta.get('test_figures', 'none')}")
     return EXIT_OK

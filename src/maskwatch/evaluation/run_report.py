@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskwatch.classifier.onnx_classifier import MaskClassifier
+from maskwatch.classifier.onnx_classifier import MODEL_FILE_NAME, MaskClassifier
 from maskwatch.evaluation import plots
 from maskwatch.evaluation.appearance import APPEARANCES, mask_appearance
 from maskwatch.evaluation.calibration import CALIBRATED_NAME, write_calibrated_model
@@ -41,7 +41,6 @@ from maskwatch.training.metrics import (
 )
 from maskwatch.training.operating_point import two_class_accuracy
 
-MODEL_NAME = "mask_classifier.onnx"
 SHEET_NAME = "misclassified.png"
 # The contact sheet shows at most this many mistakes, the most confident first: a bad model on a big test
 # split would otherwise make an image of thousands of tiles.
@@ -119,9 +118,9 @@ def load_run(run: Path, data_dir: str | Path | None, cache_dir: str | Path | Non
              face_model: str | Path | None) -> RunData:
     report = json.loads((run / "report.json").read_text())
     config = report["config"]
-    classifier = MaskClassifier(run / MODEL_NAME)
+    classifier = MaskClassifier(run / MODEL_FILE_NAME)
     if classifier.labels != report["labels"]:
-        raise ValueError(f"{run / MODEL_NAME} has labels {classifier.labels}, the run {report['labels']}")
+        raise ValueError(f"{run / MODEL_FILE_NAME} has labels {classifier.labels}, the run {report['labels']}")
     roots = [Path(p) for p in [config["data_dir"], *config.get("extra_data", [])]]
     if data_dir:
         roots[0] = Path(data_dir)
@@ -159,7 +158,7 @@ def _test_scores(data: RunData) -> tuple[dict, dict[str, np.ndarray]]:
     clean, mask = probs["clean"], labels.index(WITH_MASK)
     fpr, tpr, _ = roc_curve(y == mask, clean[:, mask])
     result = {
-        "run_dir": str(data.run), "model": str(data.run / MODEL_NAME), "data_dir": str(data.data_root),
+        "run_dir": str(data.run), "model": str(data.run / MODEL_FILE_NAME), "data_dir": str(data.data_root),
         "labels": labels, "ece_definition": ECE_DEFINITION,
         "counts": {"test": len(data.test), "val": len(data.val), "unreadable_val_or_test": data.unreadable,
                    "test_whole_image": sum(data.records[s.sha256].whole_image for s in data.test)},
@@ -250,7 +249,7 @@ def _write_calibrated(data: RunData, calibration: dict) -> dict:
     """Write the calibrated copy, then check that onnxruntime gives softmax(log p / T) with it."""
     temperature = calibration["temperature"]
     details = {k: calibration[k] for k in ("fitted_on", "test_ece_before", "test_ece_after")}
-    path = write_calibrated_model(data.run / MODEL_NAME, data.run / CALIBRATED_NAME, temperature, details)
+    path = write_calibrated_model(data.run / MODEL_FILE_NAME, data.run / CALIBRATED_NAME, temperature, details)
     views = [resize_to(data.crops[s.sha256], data.classifier.input_size) for s in data.test[:BATCH]]
     expected = apply_temperature(data.classifier.probabilities(views), temperature)
     got = MaskClassifier(path).probabilities(views)

@@ -17,8 +17,8 @@ validation faces of a scene set, each cut by the one crop function of inference.
 from __future__ import annotations
 
 import csv
+import io
 import json
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from maskwatch.classifier.onnx_classifier import METADATA_KEY, MaskClassifier
+from maskwatch.classifier.onnx_classifier import METADATA_KEY, MODEL_FILE_NAME, MaskClassifier
 from maskwatch.crops import face_crop
 from maskwatch.images import ImageError, load_image
 from maskwatch.model_files import atomic_file, sha256_of
@@ -40,49 +41,69 @@ from maskwatch.training.face_cache import run_crop_cache
 from maskwatch.training.metrics import classification_report
 from maskwatch.training.operating_point import choose_operating_point, two_class_accuracy
 
-MODEL_NAME = "mask_classifier.onnx"
 # What every averaged file must share: a mean of weights means nothing across different nets or inputs.
 SAME_IN_EVERY_FILE = ("labels", "backbone", "head", "output", "channel_order", "mean", "std", "crop_margin")
-# Training facts that stay true of the average when every file agrees on them.
-KEPT_WHEN_EQUAL = ("data_fingerprint", "split_fingerprint", "split_counts", "face_threshold", "normalisation")
+# Training facts that stay true of the average when every file agrees on them (the split's only if every
+# model was split alike).
+KEPT_WHEN_EQUAL = ("data_fingerprint", "face_threshold", "normalisation")
+KEPT_WHEN_SPLIT_ALIKE = ("split_fingerprint", "split_counts")
+# Photos that a model of the average trained on are marked so in the average's split.csv: neither test nor val.
+EXCLUDED = "excluded"
 
 
 def model_file(path: str | Path) -> Path:
     """A model file, or a run folder's (``maskwatch train --out``)."""
     path = Path(path)
-    return path / MODEL_NAME if path.is_dir() else path
+    return path / MODEL_FILE_NAME if path.is_dir() else path
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+def load_model(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except (DecodeError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable ONNX model ({exc})") from exc
+
+
+def read_metadata(model: onnx.ModelProto, path: Path) -> dict[str, Any]:
+    props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
         raise ValueError(f"{path}: no maskwatch metadata (not a file written by `maskwatch train`)")
-    return json.loads(props[METADATA_KEY])
+    try:
+        return dict(json.loads(props[METADATA_KEY]))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: its maskwatch metadata is not a JSON object") from exc
+
+
+def equal_weights(count: int, weights: Sequence[float] | None) -> list[float]:
+    """``weights`` checked (one per model, non-negative, summing to 1), or the plain mean's."""
+    chosen = [1.0 / count] * count if weights is None else [float(w) for w in weights]
+    if len(chosen) != count or min(chosen) < 0 or not np.isclose(sum(chosen), 1.0):
+        raise ValueError(f"--weights: one non-negative weight per model, summing to 1 (got {chosen})")
+    return chosen
 
 
 def average_weights(paths: Sequence[Path], weights: Sequence[float] | None = None) -> onnx.ModelProto:
     """The first file's network with every initializer the (weighted) mean of the files' initializers."""
     if len(paths) < 2:
         raise ValueError("give at least two models to average")
-    weights = [1.0 / len(paths)] * len(paths) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(paths) or min(weights) < 0 or not np.isclose(sum(weights), 1.0):
-        raise ValueError(f"--weights: one non-negative weight per model, summing to 1 (got {weights})")
-    metadata = [read_metadata(p) for p in paths]
+    shares = equal_weights(len(paths), weights)
+    models = [load_model(p) for p in paths]
+    metadata = [read_metadata(m, p) for m, p in zip(models, paths, strict=True)]
     for key in SAME_IN_EVERY_FILE:
         values = {json.dumps(m.get(key), sort_keys=True) for m in metadata}
         if len(values) > 1:
             raise ValueError(f"the models differ in {key!r} ({', '.join(sorted(values))}): they cannot be averaged")
-    base = onnx.load(str(paths[0]))
-    tensors = [{t.name: numpy_helper.to_array(t) for t in onnx.load(str(p)).graph.initializer} for p in paths]
+    tensors = [{t.name: numpy_helper.to_array(t) for t in m.graph.initializer} for m in models]
     for path, named in zip(paths[1:], tensors[1:], strict=True):
         shapes = {k: v.shape for k, v in named.items()}
         if shapes != {k: v.shape for k, v in tensors[0].items()}:
             raise ValueError(f"{path} has other weights (names or shapes) than {paths[0]}: not the same network")
+    base = models[0]
     for init in base.graph.initializer:
         first = tensors[0][init.name]
         if not np.issubdtype(first.dtype, np.floating):
             continue  # shapes and indices, not weights
-        mean = sum(w * t[init.name].astype(np.float64) for w, t in zip(weights, tensors, strict=True))
+        mean = sum(w * t[init.name].astype(np.float64) for w, t in zip(shares, tensors, strict=True))
         init.CopyFrom(numpy_helper.from_array(np.asarray(mean).astype(first.dtype), init.name))
     return base
 
@@ -120,23 +141,26 @@ def average_models(models: Sequence[str | Path], out: str | Path, scenes: str | 
     """Average ``models`` (files or run folders) into ``out``/mask_classifier.onnx, with its operating point
     chosen on ``scenes``' ``split`` and its metadata; returns the report (also written as ``average.json``).
 
-    When the first model is a run folder, its ``split.csv`` and ``report.json`` come along, the test split
-    cut down to the photos no averaged model trained on, so that ``maskwatch evaluate OUT`` re-scores a fair
-    test split; the paper's two-class protocol there, for the average and for each model, goes into the
-    metadata too.
+    When the first model is a run folder, its ``split.csv`` and ``report.json`` come along, with every photo
+    that some averaged model trained on marked "excluded", so that ``maskwatch evaluate OUT`` re-scores a fair
+    test split; the paper's two-class protocol on those test photos, for the average and for each model, goes
+    into the metadata too. Nothing is written until every check has passed; each file is replaced whole.
     """
     paths = [model_file(m) for m in models]
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"no model file {path}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    inputs = {p.resolve() for p in paths} | {p.resolve().parent for p in paths}
+    if out.resolve() in inputs:
+        raise ValueError(f"--out {out} holds a model being averaged: choose a new folder")
     proto = average_weights(paths, weights)
-    sources = [read_metadata(p) for p in paths]
-    metadata = _metadata(sources[0], sources, paths, weights)
-    _set_metadata(proto, metadata)
+    sources = [read_metadata(load_model(p), p) for p in paths]
+    metadata = _metadata(sources, models, paths, weights)
+    files: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        draft = Path(tmp) / MODEL_NAME
+        draft = Path(tmp) / MODEL_FILE_NAME
+        _set_metadata(proto, metadata)
         onnx.save(proto, str(draft))
         classifier = MaskClassifier(draft)
         probabilities, y, images = scene_face_probabilities(classifier, Path(scenes), split)
@@ -145,32 +169,37 @@ def average_models(models: Sequence[str | Path], out: str | Path, scenes: str | 
         metadata["operating_point"] = {**point.to_dict(), "search": search}
         _set_metadata(proto, metadata)
         onnx.save(proto, str(draft))  # the test figures are taken at the new operating point
-        test = _test_figures(models, paths, sources, out, draft)
-        if test:
-            metadata.update(test)
+        test, files = _test_figures(models, paths, sources, draft)
+        metadata.update(test)
     _set_metadata(proto, metadata)
-    with atomic_file(out / MODEL_NAME) as handle:
-        handle.write(proto.SerializeToString())
-    report = {"model": str(out / MODEL_NAME), "sha256": sha256_of(out / MODEL_NAME), "metadata": metadata}
-    (out / "average.json").write_text(json.dumps(report, indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("split.csv", "report.json"):
+        if stale not in files:
+            (out / stale).unlink(missing_ok=True)  # a previous average's, which would not match this model
+    for name, data in [*files.items(), (MODEL_FILE_NAME, proto.SerializeToString())]:
+        with atomic_file(out / name) as handle:
+            handle.write(data)
+    report = {"model": str(out / MODEL_FILE_NAME), "sha256": sha256_of(out / MODEL_FILE_NAME), "metadata": metadata}
+    with atomic_file(out / "average.json") as handle:
+        handle.write(json.dumps(report, indent=2).encode())
     return report
 
 
-def _metadata(base: dict, sources: list[dict], paths: Sequence[Path], weights: Sequence[float] | None
-              ) -> dict[str, Any]:
+def _metadata(sources: list[dict], models: Sequence[str | Path], paths: Sequence[Path],
+              weights: Sequence[float] | None) -> dict[str, Any]:
+    base = sources[0]
     metadata = {key: base[key] for key in (*SAME_IN_EVERY_FILE, "input_size") if key in base}
-    for key in KEPT_WHEN_EQUAL:
+    split_alike = len({s.get("split_fingerprint") for s in sources}) == 1
+    for key in KEPT_WHEN_EQUAL + (KEPT_WHEN_SPLIT_ALIKE if split_alike else ()):
         values = [json.dumps(s.get(key), sort_keys=True) for s in sources]
         if key in base and len(set(values)) == 1:
             metadata[key] = base[key]
-    shares = [1.0 / len(paths)] * len(paths) if weights is None else list(weights)
     metadata["backbone_weights"] = "the mean of the averaged models' weights (maskwatch average)"
     metadata["averaged_from"] = [
-        {"file": path.name, "sha256": sha256_of(path), "weight": share, "input_size": s.get("input_size"),
+        {"model": str(model), "sha256": sha256_of(path), "weight": share, "input_size": s.get("input_size"),
          "trained": s.get("trained"), "split_fingerprint": s.get("split_fingerprint"),
-         "backbone_weights": s.get("backbone_weights"),
-         "maskwatch_train_config": s.get("maskwatch_train_config")}
-        for path, s, share in zip(paths, sources, shares, strict=True)]
+         "backbone_weights": s.get("backbone_weights"), "maskwatch_train_config": s.get("maskwatch_train_config")}
+        for model, path, s, share in zip(models, paths, sources, equal_weights(len(paths), weights), strict=True)]
     metadata["trained"] = time.strftime("%Y-%m-%d")
     return metadata
 
@@ -188,65 +217,77 @@ def _member_split(model: str | Path, metadata: dict) -> dict[str, str] | None:
     run = Path(model)
     if not (run.is_dir() and (run / "split.csv").is_file()):
         return None
-    digest, split = split_file_fingerprint(run / "split.csv")
-    if metadata.get("split_fingerprint") not in (None, digest):
-        raise ValueError(f"{run / 'split.csv'} is not the split that {run / MODEL_NAME} was trained on "
-                         "(its split fingerprint differs)")
+    try:
+        digest, split = split_file_fingerprint(run / "split.csv")
+    except (KeyError, ValueError, OSError) as exc:
+        raise ValueError(f"{run / 'split.csv'}: not a split file written by `maskwatch train` ({exc})") from exc
+    if metadata.get("split_fingerprint") != digest:
+        raise ValueError(f"{run / 'split.csv'} is not the split that {run / MODEL_FILE_NAME} was trained on "
+                         "(its split fingerprint differs, or the model has none)")
     return split
 
 
-def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: list[dict], out: Path,
-                  averaged: Path) -> dict[str, Any]:
-    """The paper's protocol on the test photos of every averaged model, for the average and for each model.
+def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: list[dict],
+                  averaged: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The paper's protocol on the test photos of every averaged model, for the average and for each model;
+    and the average's ``split.csv`` and ``report.json`` (as bytes, written by the caller).
 
     A photo counts only if no model trained on it: models split apart (another face detector cut the crops
     that group near-copies, say) put different photos in their test splits. Needs the first model's run
-    folder (its report.json says where the data and crops are); photos of a model given as a bare file
-    count only if its split fingerprint is the first model's. Returns {} when no test photo is left.
+    folder (its report.json says where the data and crops are); a model given as a bare file counts only if
+    it has the first model's split fingerprint. Without any of that: no figures, and ``test_figures`` says why.
     """
     run = Path(models[0])
     if not (run.is_dir() and (run / "report.json").is_file() and (run / "split.csv").is_file()):
-        return {}
+        return {"test_figures": "none: the first model is not a run folder with report.json and split.csv"}, {}
     splits = [_member_split(m, meta) for m, meta in zip(models, sources, strict=True)]
-    for model, split, meta in zip(models, splits, sources, strict=True):
-        if split is None and meta.get("split_fingerprint") != sources[0].get("split_fingerprint"):
-            print(f"{model}: no split.csv and another split than {run}: no test figures", file=sys.stderr)
-            return {}
-    report = json.loads((run / "report.json").read_text())
-    config = report["config"]
-    roots = [Path(p) for p in [config["data_dir"], *config.get("extra_data", [])]]
-    test = [s for s in read_split(run / "split.csv", roots)
-            if s.split == "test" and all(split is None or split.get(s.sha256) == "test" for split in splits)]
+    for model, member, meta in zip(models, splits, sources, strict=True):
+        if member is None and meta.get("split_fingerprint") != sources[0].get("split_fingerprint"):
+            return {"test_figures": f"none: {model} has no split.csv and was split otherwise than {run}"}, {}
+    try:
+        report = json.loads((run / "report.json").read_text())
+        config = report["config"]
+        roots = [Path(p) for p in [config["data_dir"], *config.get("extra_data", [])]]
+        samples = read_split(run / "split.csv", roots)
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        raise ValueError(f"{run}: not a run folder written by `maskwatch train` ({exc})") from exc
+
+    def unseen(sample: Sample, kind: str) -> bool:  # ``kind`` in every split that knows the photo
+        return all(member is None or member.get(sample.sha256, kind) == kind for member in splits)
+
+    test = [s for s in samples if s.split == "test" and unseen(s, "test")]
     cache = run_crop_cache(config)
     records = cache.build(test)
     test = [s for s in test if not records[s.sha256].error]
     if not test:
-        return {}
+        return {"test_figures": "none: no test photo is a test photo of every averaged model"}, {}
     crops = [cache.load(s.sha256) for s in test]
-    keep = {s.sha256 for s in test}
+    kept = {s.sha256 for s in test}
     with open(run / "split.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    for row in rows:  # out's split.csv: what no model trained on stays test, so `maskwatch evaluate OUT` is fair
-        if row["split"] == "test" and row["sha256"] not in keep:
-            row["split"] = "excluded"
-    with open(out / "split.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    for row, sample in zip(rows, samples, strict=True):
+        # What some averaged model trained on is neither test nor val of the average (evaluate, calibrate).
+        if (row["split"] == "test" and row["sha256"] not in kept) or (row["split"] == "val"
+                                                                       and not unseen(sample, "val")):
+            row["split"] = EXCLUDED
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     by_model = []
     for name, path in [("average", averaged), *((str(m), p) for m, p in zip(models, paths, strict=True))]:
         classifier = MaskClassifier(path)
         y = np.array([classifier.labels.index(s.label) for s in test], int)
         views = [resize_to(crop, classifier.input_size) for crop in crops]  # training's clean view
         probabilities = np.concatenate([classifier.probabilities(views[i:i + 64]) for i in range(0, len(views), 64)])
-        figures = {"model": name, "accuracy": float((probabilities.argmax(1) == y).mean()),
-                   "two_class_accuracy": two_class_accuracy(probabilities, y, classifier.labels,
-                                                            classifier.operating_point)}
-        by_model.append(figures)
+        by_model.append({"model": name, "accuracy": float((probabilities.argmax(1) == y).mean()),
+                         "two_class_accuracy": two_class_accuracy(probabilities, y, classifier.labels,
+                                                                  classifier.operating_point)})
         if name == "average":
             report["test"] = classification_report(y, probabilities.argmax(1), classifier.labels)
-            report["averaged_from"] = [str(m) for m in models]
-            (out / "report.json").write_text(json.dumps(report, indent=2))
+    report["averaged_from"] = [str(m) for m in models]
+    report.pop("val_by_source", None)  # the first model's, not the average's
+    files = {"split.csv": table.getvalue().encode(), "report.json": json.dumps(report, indent=2).encode()}
     return {"test_accuracy": by_model[0]["accuracy"], "test_two_class_accuracy": by_model[0]["two_class_accuracy"],
             "test_photos": len(test), "test_by_model": by_model,
-            "test_photos_are": "the test photos of every averaged model's split (never trained on by any)"}
+            "test_photos_are": "the test photos of every averaged model's split (never trained on by any)"}, files

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from maskwatch.classifier.decision import OperatingPoint
+from maskwatch.classifier.onnx_classifier import MODEL_FILE_NAME
 from maskwatch.faces import YuNetDetector
 from maskwatch.labels import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
 from maskwatch.model_files import cache_dir as default_cache_dir
@@ -266,7 +267,7 @@ def finish(
         "trained": time.strftime("%Y-%m-%d"),
         "maskwatch_train_config": {k: v for k, v in asdict(config).items() if k not in ("out_dir", "cache_dir")},
     }
-    model_path = export_onnx(model, out / "mask_classifier.onnx", size, metadata)
+    model_path = export_onnx(model, out / MODEL_FILE_NAME, size, metadata)
     torch.save(head.state_dict(), out / "head.pt")
     if config.unfreeze != "0":  # a fine-tuned backbone: keep it, so that a later run can go on from it
         torch.save(backbone.state_dict(), out / BACKBONE_STATE)
