@@ -79,9 +79,9 @@ def main() -> int:
     print("what | ms")
     print("---|---")
     others = {path: MaskDetector.from_options(Options.photo(classifier=path)) for path in args.classifier}
+    found = detector.faces.detect(frames[8])
     for name, model in [("shipped", classifier), *((path, p.classifier) for path, p in others.items())]:
         # Each model gets the same faces, cut at its own input size.
-        found = detector.faces.detect(frames[8])
         cut = [face_crop(frames[8], f.box, model.input_size, model.crop_margin) for f in found]
         cut = (cut * 8)[:8]
         batch1 = timed(lambda m=model, c=cut: m.mask_probability(c[:1]), args.repeats)

@@ -31,10 +31,10 @@ def _logits(path: Path) -> np.ndarray:
 def test_the_weights_are_averaged_name_by_name(tmp_path: Path) -> None:
     a = write_fixed_classifier(tmp_path / "a.onnx", MASKED)
     b = write_fixed_classifier(tmp_path / "b.onnx", BARE)
-    mean = average_weights([a, b])
+    mean, _ = average_weights([a, b])
     named = {t.name: numpy_helper.to_array(t) for t in mean.graph.initializer}
     np.testing.assert_allclose(named["logits"], (_logits(a) + _logits(b)) / 2, rtol=1e-6)
-    weighted = average_weights([a, b], [0.75, 0.25])
+    weighted, _ = average_weights([a, b], [0.75, 0.25])
     named = {t.name: numpy_helper.to_array(t) for t in weighted.graph.initializer}
     np.testing.assert_allclose(named["logits"], 0.75 * _logits(a) + 0.25 * _logits(b), rtol=1e-6)
 

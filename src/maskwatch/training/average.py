@@ -16,8 +16,6 @@ validation faces of a scene set, each cut by the one crop function of inference.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import tempfile
 import time
@@ -36,7 +34,7 @@ from maskwatch.crops import face_crop
 from maskwatch.images import ImageError, load_image
 from maskwatch.model_files import atomic_file, sha256_of
 from maskwatch.training.augment import resize_to
-from maskwatch.training.data import Sample, read_split, scan_scenes, split_file_fingerprint
+from maskwatch.training.data import Sample, read_split, scan_scenes, split_file_fingerprint, write_split
 from maskwatch.training.face_cache import run_crop_cache
 from maskwatch.training.metrics import classification_report
 from maskwatch.training.operating_point import choose_operating_point, two_class_accuracy
@@ -82,8 +80,10 @@ def equal_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     return chosen
 
 
-def average_weights(paths: Sequence[Path], weights: Sequence[float] | None = None) -> onnx.ModelProto:
-    """The first file's network with every initializer the (weighted) mean of the files' initializers."""
+def average_weights(paths: Sequence[Path], weights: Sequence[float] | None = None
+                    ) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """The first file's network with every initializer the (weighted) mean of the files' initializers, and
+    each file's maskwatch metadata."""
     if len(paths) < 2:
         raise ValueError("give at least two models to average")
     shares = equal_weights(len(paths), weights)
@@ -105,7 +105,7 @@ def average_weights(paths: Sequence[Path], weights: Sequence[float] | None = Non
             continue  # shapes and indices, not weights
         mean = sum(w * t[init.name].astype(np.float64) for w, t in zip(shares, tensors, strict=True))
         init.CopyFrom(numpy_helper.from_array(np.asarray(mean).astype(first.dtype), init.name))
-    return base
+    return base, metadata
 
 
 def scene_face_probabilities(classifier: MaskClassifier, scenes: Path, split: str | None
@@ -154,9 +154,8 @@ def average_models(models: Sequence[str | Path], out: str | Path, scenes: str | 
     inputs = {p.resolve() for p in paths} | {p.resolve().parent for p in paths}
     if out.resolve() in inputs:
         raise ValueError(f"--out {out} holds a model being averaged: choose a new folder")
-    proto = average_weights(paths, weights)
-    sources = [read_metadata(load_model(p), p) for p in paths]
-    metadata = _metadata(sources, models, paths, weights)
+    proto, sources = average_weights(paths, weights)
+    metadata = _metadata(sources, models, paths, equal_weights(len(paths), weights))
     files: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as tmp:
         draft = Path(tmp) / MODEL_FILE_NAME
@@ -167,9 +166,8 @@ def average_models(models: Sequence[str | Path], out: str | Path, scenes: str | 
         point, search = choose_operating_point(probabilities, y, classifier.labels)
         search["chosen_on"] = f"annotated faces of {scenes} (split {split}, {images} images, crops as inference)"
         metadata["operating_point"] = {**point.to_dict(), "search": search}
-        _set_metadata(proto, metadata)
-        onnx.save(proto, str(draft))  # the test figures are taken at the new operating point
-        test, files = _test_figures(models, paths, sources, draft)
+        classifier.operating_point = point  # the test figures are taken at the new operating point
+        test, files = _test_figures(models, paths, sources, classifier, Path(tmp))
         metadata.update(test)
     _set_metadata(proto, metadata)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,7 +184,7 @@ def average_models(models: Sequence[str | Path], out: str | Path, scenes: str | 
 
 
 def _metadata(sources: list[dict], models: Sequence[str | Path], paths: Sequence[Path],
-              weights: Sequence[float] | None) -> dict[str, Any]:
+              shares: Sequence[float]) -> dict[str, Any]:
     base = sources[0]
     metadata = {key: base[key] for key in (*SAME_IN_EVERY_FILE, "input_size") if key in base}
     split_alike = len({s.get("split_fingerprint") for s in sources}) == 1
@@ -199,7 +197,7 @@ def _metadata(sources: list[dict], models: Sequence[str | Path], paths: Sequence
         {"model": str(model), "sha256": sha256_of(path), "weight": share, "input_size": s.get("input_size"),
          "trained": s.get("trained"), "split_fingerprint": s.get("split_fingerprint"),
          "backbone_weights": s.get("backbone_weights"), "maskwatch_train_config": s.get("maskwatch_train_config")}
-        for model, path, s, share in zip(models, paths, sources, equal_weights(len(paths), weights), strict=True)]
+        for model, path, s, share in zip(models, paths, sources, shares, strict=True)]
     metadata["trained"] = time.strftime("%Y-%m-%d")
     return metadata
 
@@ -228,7 +226,7 @@ def _member_split(model: str | Path, metadata: dict) -> dict[str, str] | None:
 
 
 def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: list[dict],
-                  averaged: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+                  averaged: MaskClassifier, scratch: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The paper's protocol on the test photos of every averaged model, for the average and for each model;
     and the average's ``split.csv`` and ``report.json`` (as bytes, written by the caller).
 
@@ -263,20 +261,15 @@ def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: 
         return {"test_figures": "none: no test photo is a test photo of every averaged model"}, {}
     crops = [cache.load(s.sha256) for s in test]
     kept = {s.sha256 for s in test}
-    with open(run / "split.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row, sample in zip(rows, samples, strict=True):
+    for sample in samples:
         # What some averaged model trained on is neither test nor val of the average (evaluate, calibrate).
-        if (row["split"] == "test" and row["sha256"] not in kept) or (row["split"] == "val"
+        if (sample.split == "test" and sample.sha256 not in kept) or (sample.split == "val"
                                                                        and not unseen(sample, "val")):
-            row["split"] = EXCLUDED
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+            sample.split = EXCLUDED
+    write_split(samples, roots, scratch / "split.csv")
     by_model = []
-    for name, path in [("average", averaged), *((str(m), p) for m, p in zip(models, paths, strict=True))]:
-        classifier = MaskClassifier(path)
+    for name, classifier in [("average", averaged),
+                             *((str(m), MaskClassifier(p)) for m, p in zip(models, paths, strict=True))]:
         y = np.array([classifier.labels.index(s.label) for s in test], int)
         views = [resize_to(crop, classifier.input_size) for crop in crops]  # training's clean view
         probabilities = np.concatenate([classifier.probabilities(views[i:i + 64]) for i in range(0, len(views), 64)])
@@ -287,7 +280,7 @@ def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: 
             report["test"] = classification_report(y, probabilities.argmax(1), classifier.labels)
     report["averaged_from"] = [str(m) for m in models]
     report.pop("val_by_source", None)  # the first model's, not the average's
-    files = {"split.csv": table.getvalue().encode(), "report.json": json.dumps(report, indent=2).encode()}
+    files = {"split.csv": (scratch / "split.csv").read_bytes(), "report.json": json.dumps(report, indent=2).encode()}
     return {"test_accuracy": by_model[0]["accuracy"], "test_two_class_accuracy": by_model[0]["two_class_accuracy"],
             "test_photos": len(test), "test_by_model": by_model,
             "test_photos_are": "the test photos of every averaged model's split (never trained on by any)"}, files
