@@ -32,6 +32,7 @@ from maskwatch.training.metrics import (
     roc_auc,
     roc_curve,
 )
+from maskwatch.training.operating_point import TWO_CLASS_SWEEP, two_class_by_mask_threshold
 
 # ---------------------------------------------------------------- metrics on hand-made arrays
 
@@ -303,6 +304,10 @@ def test_run_dir_evaluation(tiny_run: Path, capsys: pytest.CaptureFixture) -> No
     assert test["accuracy"] == report["test"]["accuracy"] and test["n"] == report["counts"]["test_images"]
     assert {"roc_auc", "ece", "nll", "per_class", "confusion"} <= set(test)
     assert set(result["test_by_face_px"]) == {"16", "24", "32", "48"}
+    sweep = result["test_two_class_by_mask_threshold"]  # the paper's protocol with the mask cut moved
+    assert list(sweep) == [f"{t:g}" for t in TWO_CLASS_SWEEP] and all(0 <= v <= 1 for v in sweep.values())
+    cut = f"{result['operating_point']['mask_threshold']:g}"  # 0.5: a run without scene sets keeps the default
+    assert sweep[cut] == result["test_two_class_accuracy"]
     assert len(result["misclassified"]) == test["n"] - int(np.trace(test["confusion"]))
     assert (tiny_run / "misclassified.png").is_file() == bool(result["misclassified"])
     calibration = result["calibration"]
@@ -312,6 +317,7 @@ def test_run_dir_evaluation(tiny_run: Path, capsys: pytest.CaptureFixture) -> No
     assert written == calibration["usable"] == ("calibrated_model" in result)
     text = (tiny_run / "evaluation.md").read_text()
     assert "15 equal-width bins" in text and "ROC AUC" in text and "Accuracy by face size" in text
+    assert "mask cut moved" in text
 
 
 def test_run_dir_lists_and_draws_mistakes(tiny_run: Path, tmp_path: Path) -> None:
@@ -390,3 +396,16 @@ def test_real_scenes_val_split_reports_both_views_and_writes_the_run_folder(tmp_
     folded = json.loads((tmp_path / "t.json").read_text())
     assert "incorrect_mask" not in folded["labels"] and folded["two_class"] is True
     assert evaluate("--scenes", str(scenes), "--split", "test") == 2  # not in the manifest
+
+
+def test_two_class_protocol_by_mask_cut() -> None:
+    """Only the mask cut moves the two-class answer; the incorrect/bare split inside "not masked" does not."""
+    from maskwatch.classifier.decision import OperatingPoint
+
+    labels = ["incorrect_mask", "with_mask", "without_mask"]
+    probabilities = np.array([[0.05, 0.45, 0.50],   # masked, unsure
+                              [0.10, 0.60, 0.30],   # bare, called masked above 0.6
+                              [0.70, 0.20, 0.10]])  # mask below the nose: "not masked" in two classes
+    y = np.array([1, 2, 0])
+    sweep = two_class_by_mask_threshold(probabilities, y, labels, OperatingPoint(0.5, 0.9), (0.4, 0.5, 0.65))
+    assert sweep == pytest.approx({"0.4": 2 / 3, "0.5": 1 / 3, "0.65": 2 / 3})

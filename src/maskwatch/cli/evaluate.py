@@ -110,7 +110,9 @@ def _run_dir(args: argparse.Namespace) -> tuple[dict, str]:
     lines = [f"test accuracy {test['accuracy']:.4f} on {test['n']} images, ROC AUC {_num(test['roc_auc'])}, "
              f"ECE {test['ece']:.4f}; " + ", ".join(f"{px}px {r['accuracy']:.3f}"
                                                    for px, r in result["test_by_face_px"].items()),
-             f"two classes at the operating point (the paper's protocol): {_num(result['test_two_class_accuracy'])}"]
+             f"two classes at the operating point (the paper's protocol): {_num(result['test_two_class_accuracy'])}",
+             "two classes by mask cut: " + ", ".join(f"{cut} {_num(v)}" for cut, v in
+                                                     result["test_two_class_by_mask_threshold"].items())]
     calibration = result.get("calibration")
     if calibration:
         lines.append(f"temperature {calibration['temperature']:.3f}: test ECE {calibration['test_ece_before']:.4f}"

@@ -20,6 +20,8 @@ from maskwatch.labels import two_class
 # The mask cut gets a finer grid near 1: a model trained on portraits needs a cut that high on crowds.
 MASK_THRESHOLDS = [round(float(v), 4) for v in np.r_[np.arange(0.05, 0.95, 0.025), np.arange(0.95, 0.996, 0.005)]]
 INCORRECT_THRESHOLDS = [round(float(v), 4) for v in np.arange(0.05, 0.951, 0.025)]
+# Mask cuts at which evaluation reports the paper's two-class protocol: portraits and crowds want different cuts.
+TWO_CLASS_SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[int]) -> float:
@@ -74,3 +76,11 @@ def two_class_accuracy(probabilities: np.ndarray, y: np.ndarray, labels: list[st
         return None
     predicted = [two_class(labels[i]) for i in point.indices(probabilities, labels)]
     return float(np.mean([p == two_class(labels[t]) for p, t in zip(predicted, y, strict=True)]))
+
+
+def two_class_by_mask_threshold(probabilities: np.ndarray, y: np.ndarray, labels: list[str], point: OperatingPoint,
+                                thresholds: Sequence[float] = TWO_CLASS_SWEEP) -> dict[str, float | None]:
+    """``two_class_accuracy`` with the mask cut moved to each of ``thresholds`` (the two classes depend on it
+    alone); keys are the thresholds as text."""
+    return {f"{t:g}": two_class_accuracy(probabilities, y, labels, OperatingPoint(t, point.incorrect_threshold))
+            for t in thresholds}
