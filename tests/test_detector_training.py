@@ -185,7 +185,7 @@ def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "maskwatch.cli", "train-detector", str(scenes), "--out", str(out),
                "--base-model", str(yunet_path), "--limit", "8", "--epochs", "1", "--batch-size", "4",
                "--crop-size", "256", "--quiet", "--threads", "2", "--align-boxes",
-               "--paste-faces", str(portraits), "--paste-probability", "1"]
+               "--paste-faces", str(portraits), "--paste-probability", "1", "--ema", "0.9", "--decoys", "2"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     model = out / "face_detector.onnx"
@@ -205,7 +205,36 @@ def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
     assert pasted["from"] == ["portraits"] and pasted["faces"] == report["pasted_faces"]
     assert set(report["pasted_faces"]) == {"with_mask", "without_mask"}
     assert sum(report["pasted_faces"].values()) <= 0.7 * 24  # the train split's faces only
+    training = json.loads(metadata["maskwatch.training"])
+    assert training["ema"] == 0.9 and training["decoys"] == 2
     assert "Chosen: extra passes" in (out / "detector_val.md").read_text()
+
+
+def test_the_moving_average_follows_the_weights_with_a_ramped_decay(yunet_path: Path) -> None:
+    import math
+
+    import torch
+
+    from maskwatch.training.detector.train import EMA_RAMP_STEPS, _moving_average
+    from maskwatch.training.detector.yunet_net import YuNetNet
+
+    net = YuNetNet.from_onnx(yunet_path)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    average = _moving_average(net, 0.99)
+    average.update_parameters(net)  # the first update copies the weights
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.add_(1.0)
+    for _ in range(2):
+        average.update_parameters(net)
+    keep = 0.99 * (1 - math.exp(-1 / EMA_RAMP_STEPS))
+    moved = 1 - keep  # after the second update, then the third moves by (1 - keep2) of what is left
+    keep2 = 0.99 * (1 - math.exp(-2 / EMA_RAMP_STEPS))
+    moved = moved + (1 - moved) * (1 - keep2)
+    name, first = next(iter(start.items()))
+    averaged = average.module.state_dict()[name]
+    assert torch.allclose(averaged, first + moved, atol=1e-5)
+    assert 0.0 < moved < 1.0 and not torch.allclose(averaged, net.state_dict()[name])
 
 
 def test_pasted_faces_come_from_the_train_split_and_land_beside_the_annotated_ones(yunet_path: Path,
@@ -243,3 +272,28 @@ def test_pasted_faces_come_from_the_train_split_and_land_beside_the_annotated_on
             assert not (x1 < 200 and x2 > 100 and y1 < 220 and y2 > 100)  # beside the annotated face
         added += len(pasted.faces) - 1
     assert added >= 20  # 1-4 a view
+
+
+def test_decoys_are_face_free_patches_of_the_view_pasted_unboxed() -> None:
+    from maskwatch.training.detector.data import View
+    from maskwatch.training.detector.pasted import PortraitFace, paste_faces
+
+    # a flat portrait face, and a view whose face-free left half is red and right half holds the one face
+    face = PortraitFace(np.full((160, 160, 3), 200, np.uint8), np.array([40, 40, 120, 120], np.float32),
+                        "with_mask")
+    image = np.zeros((480, 480, 3), np.uint8)
+    image[:, :240] = (0, 0, 255)
+    image[100:220, 300:400] = (0, 255, 0)
+    annotated = np.array([[300, 100, 400, 220]], np.float32)
+    view = View(image, annotated, np.zeros((0, 4), np.float32))
+    red_outside = 0
+    for seed in range(30):  # the same seed pastes the same faces, then the decoys
+        plain = paste_faces(view, [face], np.random.default_rng(seed))
+        decoyed = paste_faces(view, [face], np.random.default_rng(seed), decoys=3)
+        assert np.array_equal(decoyed.image[100:220, 300:400], image[100:220, 300:400])  # the face untouched
+        assert len(decoyed.faces) == len(plain.faces)  # decoys add no box
+        green = (decoyed.image[:, :, 1] > 128) & (decoyed.image[:, :, 2] < 128)
+        assert green.sum() == (image[:, :, 1] > 128).sum()  # never cut from the face
+        red = (decoyed.image[:, 240:, 2] > 128) & (decoyed.image[:, 240:, 1] < 128)
+        red_outside += int(red.sum() > 0)
+    assert red_outside > 0  # background patches do land elsewhere

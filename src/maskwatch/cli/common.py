@@ -52,6 +52,14 @@ def probability(text: str) -> float:
     return value
 
 
+def decay(text: str) -> float:
+    """argparse type: a moving average's decay, from 0 (off) up to but not including 1."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 def unfreeze_option(text: str) -> str:
     """argparse type: "0", a number of top blocks, "all", or a comma list of them (for tune)."""
     from maskwatch.training.finetune import parse_unfreeze

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from maskwatch.cli.common import non_negative_int, positive_float, positive_int, probability
+from maskwatch.cli.common import decay, non_negative_int, positive_float, positive_int, probability
 
 # The photo defaults a trained model is measured with: one pass, or one more at twice the scale.
 PASS_CANDIDATES: tuple[tuple[float, ...], ...] = ((), (2.0,))
@@ -51,6 +51,12 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                              "pasted into training views at 10-80 px; repeatable")
     parser.add_argument("--paste-probability", type=probability, metavar="P",
                         help="share of training views that get pasted faces (default 0.5)")
+    parser.add_argument("--decoys", type=non_negative_int, metavar="N",
+                        help="with --paste-faces, also paste up to N face-free patches of the view the same way, "
+                             "not boxed, so a pasted edge is no sign of a face (default 0)")
+    parser.add_argument("--ema", type=decay, metavar="DECAY",
+                        help="validate and export a moving average of the weights with this decay (e.g. 0.998; "
+                             "default: off, the last step's weights)")
     parser.add_argument("--limit", type=positive_int,
                         help="only the first N training images and N/4 val images (quick checks)")
     parser.add_argument("--seed", type=int, default=0)
@@ -94,6 +100,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
             keep_stock_faces=args.keep_stock_faces, distill=args.distill, align_boxes=args.align_boxes,
             paste_from=args.paste_faces,
             **({} if args.paste_probability is None else {"paste_probability": args.paste_probability}),
+            **({} if args.ema is None else {"ema": args.ema}),
+            **({} if args.decoys is None else {"decoys": args.decoys}),
             limit=args.limit, seed=args.seed,
             threads=args.threads,
         )

@@ -8,6 +8,10 @@ the benchmark's test faces are never learnt. Its box is the stock model's box ar
 A face is pasted with some head around it and a feathered edge (``maskwatch.synthetic``), at 10-80 px high
 (log-uniform), where it does not touch an annotated face, before the view's colour, blur and JPEG changes, so
 it is degraded with the rest of the photo.
+
+Decoys, as an option: patches of the view's own face-free background, cut, feathered and pasted the same way
+but not boxed, so that a pasted patch's edge is not itself a sign of a face (measured: without them, more false
+faces on face-free photos; the face detector's card).
 """
 
 from __future__ import annotations
@@ -67,8 +71,9 @@ def _portrait(cache: FaceCropCache, sample: Sample) -> PortraitFace:
     return PortraitFace(cache.load(sample.sha256), _face_box_in_crop(record_box, cache.margin), sample.label)
 
 
-def paste_faces(view: View, faces: Sequence[PortraitFace], rng: np.random.Generator) -> View:
-    """``view`` with 1 to MAX_PASTED faces pasted where they touch no annotated (or ignored) face."""
+def paste_faces(view: View, faces: Sequence[PortraitFace], rng: np.random.Generator, decoys: int = 0) -> View:
+    """``view`` with 1 to MAX_PASTED faces pasted where they touch no annotated (or ignored) face, and up to
+    ``decoys`` face-free patches of the view pasted the same way (not boxed)."""
     image = view.image.copy()
     size_h, size_w = image.shape[:2]
     taken = [*view.faces, *view.ignore]
@@ -89,5 +94,25 @@ def paste_faces(view: View, faces: Sequence[PortraitFace], rng: np.random.Genera
         taken.append(placed)
         if placed[3] - placed[1] >= MIN_TRAIN_FACE:
             added.append(placed)
+    for _ in range(int(rng.integers(0, decoys + 1))):
+        _paste_decoy(image, view.image, taken, rng)
     faces_out = np.concatenate([view.faces.reshape(-1, 4), np.array(added, np.float32).reshape(-1, 4)])
     return View(image, faces_out.astype(np.float32), view.ignore)
+
+
+def _paste_decoy(image: np.ndarray, source: np.ndarray, taken: list[np.ndarray], rng: np.random.Generator) -> None:
+    """Cut a patch of ``source`` that touches no ``taken`` box (so holds no face), and paste it into ``image``
+    with a pasted face's size and feathered edge, also touching no ``taken`` box; adds it to ``taken``."""
+    size_h, size_w = source.shape[:2]
+    height = round(float(np.exp(rng.uniform(*np.log(PASTE_HEIGHTS)))))
+    side = int(rng.integers(max(2, height // 2), 2 * height + 1))  # the region cut, before the resize
+    region = free_spot(taken, int(side * 1.7) + 1, int(side * 1.7) + 1, size_w, size_h, rng)  # with face_patch's pad
+    if region is None:
+        return
+    x, y = region[0] + int(0.35 * side), region[1] + int(0.35 * side)
+    patch, alpha, _ = face_patch(source, [x, y, x + side, y + side], height)
+    spot = free_spot(taken, patch.shape[1], patch.shape[0], size_w, size_h, rng)
+    if spot is None:
+        return
+    paste(image, patch, alpha, *spot)
+    taken.append(np.array([spot[0], spot[1], spot[0] + patch.shape[1], spot[1] + patch.shape[0]], np.float32))

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -38,6 +39,8 @@ from maskwatch.training.detector.yunet_net import YuNetNet
 
 DETECTOR_FILE = "face_detector.onnx"
 WARMUP_STEPS = 50
+# With --ema, the average's decay ramps up over about this many steps (early steps move the weights most).
+EMA_RAMP_STEPS = 200
 # Stock faces at least this sure measure each source's box style.
 STYLE_SCORE_THRESHOLD = 0.6
 
@@ -62,6 +65,9 @@ class DetectorConfig:
     paste_from: list[str] = field(default_factory=list)  # class-per-folder sets whose train-split faces are
     # pasted into views (pasted.py): small masked and bare faces the scene sets have few of
     paste_probability: float = DEFAULT_PASTE_PROBABILITY
+    decoys: int = 0  # with pasted faces, up to this many face-free patches of the view pasted the same way
+    ema: float = 0.0  # decay of an exponential moving average of the weights, which is validated and exported
+    # (0: off, the last step's weights); it smooths the epoch-to-epoch swings of val AP
     train_split: str = "train"
     val_split: str = "val"
     limit: int | None = None  # use only the first N training and N/4 val images (tests, quick checks)
@@ -155,7 +161,7 @@ def train_detector(config: DetectorConfig, progress: bool = True,
     portraits: list[PortraitFace] = []
     for root in config.paste_from:
         portraits += portrait_faces(root, config.base_model)
-    add = _paster(portraits, config.paste_probability) if portraits else None
+    add = _paster(portraits, config.paste_probability, config.decoys) if portraits else None
     if config.paste_from:
         print(f"faces to paste: {len(portraits)} from {', '.join(config.paste_from)}", file=sys.stderr)
     net = YuNetNet.from_onnx(config.base_model)
@@ -177,6 +183,9 @@ def train_detector(config: DetectorConfig, progress: bool = True,
         return 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    average = _moving_average(net, config.ema) if config.ema > 0 else None
+    # what is validated, kept and exported: the average when there is one (its module is a copy of net)
+    kept = net if average is None else cast(YuNetNet, average.module)
     start = validation_loss(net, teacher, val, config.keep_stock_faces, config.distill)
     print(f"stock YuNet: val loss {start['total']:.4f} ({_parts(start)})", file=sys.stderr)
     probe = out / "epoch_model.onnx"
@@ -184,7 +193,7 @@ def train_detector(config: DetectorConfig, progress: bool = True,
     def score(loss: dict[str, float]) -> float:
         if validate is None:
             return -loss["total"]
-        net.to_onnx(config.base_model, probe)
+        kept.to_onnx(config.base_model, probe)
         return validate(probe)
 
     start_score = score(start)
@@ -208,18 +217,22 @@ def train_detector(config: DetectorConfig, progress: bool = True,
             torch.nn.utils.clip_grad_norm_(trainable, 10.0)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update_parameters(net)
             running += loss.item() * len(chosen)
             seen += len(chosen)
             bar.set_postfix(loss=f"{running / seen:.3f}")
         net.eval()
-        val_loss = validation_loss(net, teacher, val, config.keep_stock_faces, config.distill)
+        kept.eval()
+        val_loss = validation_loss(kept, teacher, val, config.keep_stock_faces, config.distill)
         epoch_score = score(val_loss)
         history.append({"epoch": epoch, "train_loss": running / max(1, seen), "val_score": epoch_score,
                         **{f"val_{k}": v for k, v in val_loss.items()}})
         print(f"epoch {epoch}: train loss {running / max(1, seen):.4f}, val loss {val_loss['total']:.4f} "
               f"({_parts(val_loss)})" + (f", val score {epoch_score:.4f}" if validate else ""), file=sys.stderr)
         if epoch_score > best_score + 1e-4:
-            best_score, best_loss, best_state, best_epoch, waited = epoch_score, val_loss["total"], _copy(net), epoch, 0
+            best_score, best_loss, best_epoch, waited = epoch_score, val_loss["total"], epoch, 0
+            best_state = _copy(kept)
         else:
             waited += 1
             if waited >= config.patience:
@@ -261,7 +274,9 @@ def detector_metadata(report: dict, figures: dict | None = None) -> dict[str, st
         "maskwatch.training": json.dumps({k: config[k] for k in ("epochs", "batch_size", "lr", "weight_decay",
                                                                   "freeze", "crop_size", "distill_landmarks",
                                                                   "keep_stock_faces", "distill",
-                                                                  "align_boxes", "paste_probability")}),
+                                                                  "align_boxes", "paste_probability", "ema",
+                                                                  "decoys")
+                                      if k in config}),
     }
     if report.get("pasted_faces"):
         metadata["maskwatch.pasted_faces"] = json.dumps({"from": [Path(d).name for d in config["paste_from"]],
@@ -273,11 +288,11 @@ def detector_metadata(report: dict, figures: dict | None = None) -> dict[str, st
     return metadata
 
 
-def _paster(portraits: list[PortraitFace], probability: float) -> ViewStep:
+def _paster(portraits: list[PortraitFace], probability: float, decoys: int = 0) -> ViewStep:
     """Paste portrait faces into a share ``probability`` of the training views."""
 
     def add(view: View, rng: np.random.Generator) -> View:
-        return paste_faces(view, portraits, rng) if rng.random() < probability else view
+        return paste_faces(view, portraits, rng, decoys) if rng.random() < probability else view
 
     return add
 
@@ -305,6 +320,17 @@ def _stock_boxes(base_model: str) -> Callable[[DetectorSample], np.ndarray]:
 def _style_text(style: BoxStyle) -> str:
     return (f"the stock box is {style.sw:.2f} x the width, {style.sh:.2f} x the height, centre moved "
             f"{style.dx:+.2f} w, {style.dy:+.2f} h ({style.matches} faces)")
+
+
+def _moving_average(net: YuNetNet, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``net``'s weights whose decay ramps up to ``decay`` (as in YOLOv5):
+    the average follows the fast early steps, then smooths over about 1 / (1 - decay) steps."""
+
+    def update(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor | int) -> torch.Tensor:
+        keep = decay * (1 - math.exp(-float(updates) / EMA_RAMP_STEPS))
+        return keep * averaged + (1 - keep) * current
+
+    return torch.optim.swa_utils.AveragedModel(net, avg_fn=update, use_buffers=True)
 
 
 def _copy(net: YuNetNet) -> dict[str, torch.Tensor]:
