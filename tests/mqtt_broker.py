@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -74,6 +75,11 @@ class Broker:
                 return True
         except OSError:
             return False
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker hangs, its connections open, acknowledging nothing (``stop`` ends it)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
 
     def stop(self, kill: bool = False) -> None:
         """SIGTERM saves the persistent state (sessions, queued messages); SIGKILL is a crash."""

@@ -7,6 +7,7 @@ events with repeats removed, in order.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -108,6 +109,47 @@ def test_broker_that_goes_away_loses_nothing_but_the_oldest_beyond_the_queue(bro
         subscriber.close()
     assert unique(subscriber.events) == [event(0), event(8), event(9), event(10)]
     assert (sink.delivered, sink.connects) == (4, 2)
+
+
+def test_events_keep_their_order_across_a_broker_crash(tmp_path: Path, broker: Broker) -> None:
+    """The broker hangs with events in flight, then dies: paho sends those again on reconnection, and the
+    events queued meanwhile wait for them, so the subscriber gets every event once more in the order sent.
+
+    The sink logs to a file, as ``maskwatch watch`` does to stderr: that write lets the sender thread run
+    between the reconnection and paho sending the old events again (the order CI once saw broken)."""
+    logger = logging.getLogger("maskwatch.video")
+    handler = logging.FileHandler(tmp_path / "sink.log")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    subscriber = Subscriber(broker, TOPIC)
+    broker.stop()  # a clean stop saves the subscriber's session, which the broker reloads after its crash
+    broker.start()
+    assert wait_for(lambda: subscriber.client.is_connected(), timeout=20)
+    sink = MqttSink(f"{broker.url}/{TOPIC}", min_backoff=0.1, max_backoff=0.2)
+    try:
+        sink.send(event(0))
+        assert wait_for(lambda: sink.delivered == 1, timeout=10)
+        broker.pause()
+        for n in range(1, 6):  # handed to paho, never acknowledged: in flight when the broker dies
+            sink.send(event(n))
+        time.sleep(0.5)
+        assert sink.delivered == 1
+        broker.stop(kill=True)
+        assert wait_for(lambda: not sink.connected, timeout=10)
+        for n in range(6, 30):  # queued while the broker is away
+            sink.send(event(n))
+        broker.start()
+        assert wait_for(lambda: len(unique(subscriber.events)) == 30, timeout=30)
+        assert sink.close()
+    finally:
+        subscriber.close()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
+    assert "mqtt: reconnected" in (tmp_path / "sink.log").read_text()
+    assert [item["track_id"] for item in unique(subscriber.events)] == list(range(30))
+    assert (sink.delivered, sink.dropped, sink.connects) == (30, 0, 2)
 
 
 def test_absent_broker_close_gives_up_in_time() -> None:

@@ -5,8 +5,9 @@ Like the webhook sink: events wait in a bounded queue, and when it is full the o
 and counts as delivered when the broker acknowledges it (PUBACK). paho-mqtt's network thread connects and
 reconnects with exponential back-off; a broker that is down at the start is simply waited for. While the
 connection is down nothing is handed to paho, so its own (unbounded) queue never grows: the bounded queue
-here is the only place events wait. A message in flight when the connection drops is sent again by paho
-on reconnection (QoS 1 is at least once).
+here is the only place events wait. A message in flight when the connection drops (or handed to paho just
+as it dropped) is sent again by paho on reconnection (QoS 1 is at least once), and new events wait until
+those are acknowledged, so that events keep their order across a reconnection.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 # Messages handed to paho but not yet acknowledged: a handful keeps a fast broker busy without letting a
 # slow one pull the whole queue into paho's memory.
 MAX_IN_FLIGHT = 10
+# After a reconnection, new events wait this long at most for the broker to acknowledge the messages paho
+# sends again, so that they arrive in order; a broker that never acknowledges them does not stop the rest.
+RESEND_WAIT = 5.0
 
 
 class MqttError(ValueError):
@@ -101,6 +105,7 @@ class MqttSink(EventQueue):
         self._acked: set[int] = set()
         self._publishing = 0  # events between the queue and _in_flight
         self._connected = False
+        self._hold_until = 0.0  # monotonic time: until then, after a reconnection, new events wait
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                    client_id=client_id or f"maskwatch-{uuid.uuid4().hex[:12]}")
         if username is not None:
@@ -153,15 +158,16 @@ class MqttSink(EventQueue):
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and not (self._queue and self._connected
-                                                 and len(self._in_flight) + self._publishing < MAX_IN_FLIGHT):
-                    self._cond.wait()
+                while not self._closing and not self._may_publish():
+                    holding = self._hold_until - time.monotonic()
+                    self._cond.wait(holding if holding > 0 and self._in_flight else None)
                 if self._closing:
                     return
                 event = self._queue.popleft()
                 self._publishing += 1
+                connection = self.connects
             try:
-                self._publish(event)
+                self._publish(event, connection)
             except Exception:  # noqa: BLE001 - one bad event must never end the sender thread
                 self.failed += 1
                 log.exception("mqtt: unexpected error publishing a %s event", event.get("type", "?"))
@@ -170,24 +176,37 @@ class MqttSink(EventQueue):
                     self._publishing -= 1
                     self._cond.notify_all()
 
-    def _publish(self, event: dict[str, Any]) -> None:
-        """Hand one event to paho. Called without the lock: paho calls ``_on_publish`` (which takes it) while
-        holding its own message lock, and publish() needs that lock too."""
+    def _may_publish(self) -> bool:
+        """Called with the lock held: an event is waiting, the broker is there, paho has room, and no message
+        that paho sends again after a reconnection is still unacknowledged (they go first)."""
+        if not (self._queue and self._connected and len(self._in_flight) + self._publishing < MAX_IN_FLIGHT):
+            return False
+        return not (self._in_flight and time.monotonic() < self._hold_until)
+
+    def _publish(self, event: dict[str, Any], connection: int) -> None:
+        """Hand one event to paho, over connection number ``connection``. Called without the lock: paho calls
+        ``_on_publish`` (which takes it) while holding its own message lock, and publish() needs that lock too."""
         import paho.mqtt.client as mqtt
 
         topic = f"{self.target.topic}/{event.get('type', 'event')}"
         payload = json.dumps(event, ensure_ascii=False).encode("utf-8")
         info = self._client.publish(topic, payload, qos=self.qos)
         with self._cond:
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:  # the connection dropped just now
+                if self.connects == connection:
+                    self._connected = False  # until _on_connect
+                elif self.qos:
+                    self._hold_until = time.monotonic() + RESEND_WAIT  # reconnected meanwhile: as in _on_connect
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos):
+                # After NO_CONN paho keeps a QoS 1 message and sends it on reconnection, before anything
+                # newer, so it is in flight like the others.
                 if self.qos == 0 or info.mid in self._acked:  # QoS 0, or the PUBACK beat us here
                     self._acked.discard(info.mid)
                     self.delivered += 1
                 else:
                     self._in_flight[info.mid] = event
-            elif info.rc == mqtt.MQTT_ERR_NO_CONN:  # the connection dropped just now: back to the queue's head
+            elif info.rc == mqtt.MQTT_ERR_NO_CONN:  # QoS 0: paho forgets it; back to the queue's head
                 self._queue.appendleft(event)
-                self._connected = False
             else:
                 self.failed += 1
                 log.warning("mqtt: cannot publish a %s event: %s", event.get("type", "?"),
@@ -203,6 +222,8 @@ class MqttSink(EventQueue):
                 return
             self.connects += 1
             self._connected = True
+            # paho sends what is in flight again once this callback returns; newer events wait for those.
+            self._hold_until = time.monotonic() + RESEND_WAIT if self._in_flight else 0.0
             self._cond.notify_all()
         if self.connects > 1:
             log.info("mqtt: reconnected to %s:%d", self.target.host, self.target.port)
