@@ -123,13 +123,14 @@ def test_events_keep_their_order_across_a_broker_crash(tmp_path: Path, broker: B
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     subscriber = Subscriber(broker, TOPIC)
+    subscriber.subscribed.clear()
     broker.stop()  # a clean stop saves the subscriber's session, which the broker reloads after its crash
     broker.start()
-    assert wait_for(lambda: subscriber.client.is_connected(), timeout=20)
+    assert subscriber.subscribed.wait(20)  # connected again (it subscribes on every connection)
     sink = MqttSink(f"{broker.url}/{TOPIC}", min_backoff=0.1, max_backoff=0.2)
     try:
         sink.send(event(0))
-        assert wait_for(lambda: sink.delivered == 1, timeout=10)
+        assert wait_for(lambda: sink.delivered == 1 and len(subscriber.events) == 1, timeout=10)
         broker.pause()
         for n in range(1, 6):  # handed to paho, never acknowledged: in flight when the broker dies
             sink.send(event(n))
