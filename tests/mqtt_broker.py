@@ -88,6 +88,7 @@ class Broker:
         if kill:
             self.process.kill()
         else:
+            self.process.send_signal(signal.SIGCONT)  # a paused broker handles SIGTERM only once resumed
             self.process.terminate()
         self.process.wait(timeout=10)
         self.process = None

@@ -158,8 +158,11 @@ class MqttSink(EventQueue):
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and not self._may_publish():
-                    holding = self._hold_until - time.monotonic()
+                while not self._closing:
+                    now = time.monotonic()
+                    if self._may_publish(now):
+                        break
+                    holding = self._hold_until - now
                     self._cond.wait(holding if holding > 0 and self._in_flight else None)
                 if self._closing:
                     return
@@ -176,12 +179,12 @@ class MqttSink(EventQueue):
                     self._publishing -= 1
                     self._cond.notify_all()
 
-    def _may_publish(self) -> bool:
+    def _may_publish(self, now: float) -> bool:
         """Called with the lock held: an event is waiting, the broker is there, paho has room, and no message
         that paho sends again after a reconnection is still unacknowledged (they go first)."""
         if not (self._queue and self._connected and len(self._in_flight) + self._publishing < MAX_IN_FLIGHT):
             return False
-        return not (self._in_flight and time.monotonic() < self._hold_until)
+        return not (self._in_flight and now < self._hold_until)
 
     def _publish(self, event: dict[str, Any], connection: int) -> None:
         """Hand one event to paho, over connection number ``connection``. Called without the lock: paho calls
@@ -192,11 +195,8 @@ class MqttSink(EventQueue):
         payload = json.dumps(event, ensure_ascii=False).encode("utf-8")
         info = self._client.publish(topic, payload, qos=self.qos)
         with self._cond:
-            if info.rc == mqtt.MQTT_ERR_NO_CONN:  # the connection dropped just now
-                if self.connects == connection:
-                    self._connected = False  # until _on_connect
-                elif self.qos:
-                    self._hold_until = time.monotonic() + RESEND_WAIT  # reconnected meanwhile: as in _on_connect
+            if info.rc == mqtt.MQTT_ERR_NO_CONN and self.connects == connection:  # it dropped just now
+                self._connected = False  # until _on_connect
             if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos):
                 # After NO_CONN paho keeps a QoS 1 message and sends it on reconnection, before anything
                 # newer, so it is in flight like the others.
@@ -205,6 +205,12 @@ class MqttSink(EventQueue):
                     self.delivered += 1
                 else:
                     self._in_flight[info.mid] = event
+                    if self.connects != connection:
+                        # Reconnected since this publish began: paho may send it again after the newer
+                        # connection's CONNACK, so newer events wait for it, as in _on_connect.
+                        self._hold_until = time.monotonic() + RESEND_WAIT
+                if not self._in_flight:
+                    self._hold_until = 0.0
             elif info.rc == mqtt.MQTT_ERR_NO_CONN:  # QoS 0: paho forgets it; back to the queue's head
                 self._queue.appendleft(event)
             else:
@@ -222,8 +228,9 @@ class MqttSink(EventQueue):
                 return
             self.connects += 1
             self._connected = True
-            # paho sends what is in flight again once this callback returns; newer events wait for those.
-            self._hold_until = time.monotonic() + RESEND_WAIT if self._in_flight else 0.0
+            # paho sends what is in flight (or being handed to it) again once this callback returns;
+            # newer events wait for those.
+            self._hold_until = time.monotonic() + RESEND_WAIT if self._in_flight or self._publishing else 0.0
             self._cond.notify_all()
         if self.connects > 1:
             log.info("mqtt: reconnected to %s:%d", self.target.host, self.target.port)
@@ -240,6 +247,8 @@ class MqttSink(EventQueue):
         with self._cond:
             if self._in_flight.pop(mid, None) is not None:
                 self.delivered += 1
+                if not self._in_flight:
+                    self._hold_until = 0.0  # everything sent again is acknowledged
             elif self.qos:
                 self._acked.add(mid)  # acknowledged before _publish() recorded it
             self._cond.notify_all()
