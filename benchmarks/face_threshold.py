@@ -24,7 +24,7 @@ from maskwatch.model_files import cache_dir
 from maskwatch.training.data import scan_dataset
 from maskwatch.training.face_cache import STORE_THRESHOLD, FaceCropCache
 
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9)
 
 
 def face_free_images() -> list[np.ndarray]:
@@ -73,7 +73,7 @@ def main() -> int:
         rates = " | ".join(f"{np.mean(best[label] >= t):.3f}" for label in labels)
         false = sum(score >= t for score in negatives)
         mark = "  <- the model's default" if abs(t - default) < 1e-9 else ""
-        print(f"{t:.1f} | {rates} | {false}{mark}")
+        print(f"{t:g} | {rates} | {false}{mark}")
     return 0
 
 
