@@ -27,6 +27,7 @@ ray = pytest.importorskip("ray", reason="the batch extra: pip install -e '.[batc
 
 from maskwatch.batch import BatchConfig, plan, read_results, run_batch  # noqa: E402
 from maskwatch.batch.sources import SourceError, expand_files, pending_items  # noqa: E402
+from maskwatch.inputs import EMPTY_PATH_ERROR  # noqa: E402
 from maskwatch.options import Options  # noqa: E402
 from maskwatch.pipeline import MaskDetector  # noqa: E402
 
@@ -79,6 +80,7 @@ def test_sources_folders_globs_lists_and_videos(tmp_path: Path, yunet_path: Path
     (tmp_path / "empty").mkdir()
     empty = tmp_path / "empty"
     assert expand_files([str(empty)]) == [(empty, f"no images or videos in folder {empty}")]
+    assert expand_files([""]) == [(Path(""), EMPTY_PATH_ERROR)]  # not the current folder
 
 
 def test_rows_equal_detect_for_photos_frames_and_bad_files(tmp_path: Path, yunet_path: Path, cluster: str) -> None:

@@ -94,3 +94,18 @@ def test_train_refuses_bad_fine_tuning_options(tmp_path: Path, args: list[str], 
     result = run_cli("train", str(tmp_path), "--out", str(tmp_path / "run"), *args)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_face_threshold_out_of_range_is_a_usage_error() -> None:
+    for value in ("-1", "1.5", "nan"):
+        result = run_cli("detect", str(MASKED_JPG), "--face-threshold", value)
+        assert result.returncode == 2 and "between 0 and 1" in result.stderr, (value, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_empty_path_is_an_error_not_the_current_folder(tmp_path: Path) -> None:
+    shutil.copy(MASKED_JPG, tmp_path / "masked.jpg")  # what an empty path must not pick up
+    result = run_cli("detect", "", "--quiet", cwd=tmp_path)
+    (line,) = [json.loads(x) for x in result.stdout.splitlines()]
+    assert "empty path" in line["error"] and line["faces"] == []
+    assert result.returncode == 1

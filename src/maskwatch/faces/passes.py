@@ -58,6 +58,9 @@ class MultiPassDetector:
     def __init__(self, score_threshold: float, nms_threshold: float = DEFAULT_NMS_THRESHOLD,
                  min_long_side: int = MIN_LONG_SIDE, max_long_side: int = MAX_LONG_SIDE,
                  extra_scales: tuple[float, ...] = (), mirror_extra_passes: bool = True) -> None:
+        for name, value in (("face score threshold", score_threshold), ("NMS threshold", nms_threshold)):
+            if not 0.0 <= value <= 1.0:  # NaN too
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.min_long_side = min_long_side
