@@ -174,6 +174,10 @@ def test_cli_on_an_existing_cluster(tmp_path: Path, cluster: str) -> None:
     assert len(rows) == 5 and sum(row["error"] is not None for row in rows) == 1
     summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
     assert (summary["processed"], summary["errors"], summary["workers"]) == (5, 1, 1)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1, again.stderr  # the error row of the first run still stands: not all read
+    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    assert (summary["processed"], summary["errors"], summary["earlier_errors"]) == (0, 0, 1)
     other = subprocess.run([*command, "--mask-threshold", "0.9"], capture_output=True, text=True, timeout=300)
     assert other.returncode == 2 and "other settings (options)" in other.stderr
 

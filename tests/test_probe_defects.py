@@ -189,9 +189,13 @@ def test_a_truncated_file_is_reported_and_exits_1(tmp_path: Path) -> None:
     data = write_clip(tmp_path / "clip.avi").read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) * 6 // 10])
-    result = maskwatch("watch", str(cut), "--no-json")
+    events = tmp_path / "events.jsonl"
+    result = maskwatch("watch", str(cut), "--no-json", "--events", str(events))
     assert result.returncode == 1, result.stderr
     assert b"of the 60 frames it declares" in result.stderr
+    end = json.loads(events.read_text().splitlines()[-1])  # an events consumer sees it too
+    assert end["type"] == "stream_end" and "of the 60 frames it declares" in end["source_error"]
+    assert end["source_lost"] is False
 
 
 class _StallingHandler(BaseHTTPRequestHandler):

@@ -103,6 +103,8 @@ def test_parse_source() -> None:
     for bad in ("concat:a.mp4|b.mp4", "rtsp:///no-host"):
         with pytest.raises(SourceError):
             parse_source(bad)
+    with pytest.raises(SourceError, match="is a folder, not a video file"):
+        parse_source(str(Path(__file__).parent))
 
 
 def test_dropped_live_stream_is_reconnected_and_the_gap_logged(tmp_path: Path, yunet_path: Path) -> None:

@@ -75,7 +75,8 @@ class BatchSummary:
     images: int = 0
     video_frames: int = 0
     faces: Counter = field(default_factory=Counter)  # by label
-    errors: int = 0
+    errors: int = 0  # rows with an error written by this run
+    earlier_errors: int = 0  # rows with an error among those already done (a resumed run does not retry them)
     workers: int = 0
     seconds: float = 0.0  # the whole run, Ray's start included
     startup_seconds: float = 0.0  # planning and starting (or reaching) Ray
@@ -110,7 +111,8 @@ class BatchSummary:
         return [
             f"{self.inputs} inputs; {self.already_done} already done; {self.processed} processed now "
             f"({self.images} images, {self.video_frames} video frames) by {self.workers} worker(s)",
-            f"faces: {sum(self.faces.values())} ({labels}); errors: {self.errors}",
+            f"faces: {sum(self.faces.values())} ({labels}); errors: {self.errors}"
+            + (f" (and {self.earlier_errors} in the rows of earlier runs)" if self.earlier_errors else ""),
             f"time: {self.seconds:.1f} s ({self.startup_seconds:.1f} s to start, {self.first_row_seconds:.1f} s "
             f"to the first result), {self.per_second:.2f} inputs/s",
         ]
@@ -140,6 +142,7 @@ def run_batch(config: BatchConfig, on_shard: Callable[[Path], None] | None = Non
         summary.inputs = src.count_keys(items)
         pending = src.pending_items(items, done)
         summary.already_done = summary.inputs - src.count_keys(pending)
+        summary.earlier_errors = sum(done.get(key, False) for item in items for key in item.keys())  # noqa: SIM118 - WorkItem.keys
         if pending:
             with _ray(config) as workers:
                 summary.workers = workers

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,7 +153,7 @@ def sample_frames(path: Path, every_seconds: float) -> tuple[list[int], float, s
     return frames, fps, None
 
 
-def pending_items(items: list[WorkItem], done: set[Key]) -> list[WorkItem]:
+def pending_items(items: list[WorkItem], done: Collection[Key]) -> list[WorkItem]:
     """``items`` without the keys already written; a video chunk keeps only its frames still to do."""
     left: list[WorkItem] = []
     for item in items:

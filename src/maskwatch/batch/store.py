@@ -150,9 +150,10 @@ def read_results(out: str | os.PathLike) -> list[dict[str, Any]]:
     return list(iter_rows(Path(out)))
 
 
-def done_keys(out: Path) -> set[Key]:
-    """The (source, frame) keys of every row already written."""
-    return {(row["source"], row["frame"]) for row in iter_rows(out, columns=["source", "frame"])}
+def done_keys(out: Path) -> dict[Key, bool]:
+    """The (source, frame) key of every row already written, and whether that row holds an error."""
+    return {(row["source"], row["frame"]): row["error"] is not None
+            for row in iter_rows(out, columns=["source", "frame", "error"])}
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:

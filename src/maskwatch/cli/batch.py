@@ -83,7 +83,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not args.quiet:
         for line in summary.lines():
             print(f"maskwatch: {line}", file=sys.stderr)
-    return EXIT_FAILED_INPUTS if summary.errors else EXIT_OK
+    return EXIT_FAILED_INPUTS if summary.errors or summary.earlier_errors else EXIT_OK
 
 
 def _check_model_paths(*paths: str | None, remote: bool) -> None:

@@ -191,7 +191,8 @@ class StreamWatcher:
         seconds = time.monotonic() - started
         end = make_event(
             STREAM_END, last_time, frames=self.frames, decoded=source.decoded, dropped=source.dropped,
-            corrupt=source.corrupt, interrupted=stop.is_set(), alerts=self.alert_count, **self.stats.to_dict(),
+            corrupt=source.corrupt, interrupted=stop.is_set(), source_lost=source.lost, source_error=source.error,
+            alerts=self.alert_count, **self.stats.to_dict(),
             fps=round(self.frames / seconds, 2) if seconds > 0 else 0.0,
             latency_ms={"mean": round(self.latency.mean_ms, 1), "p95": round(self.latency.percentile_ms(95), 1)},
             processing_ms={"mean": round(self.processing.mean_ms, 1),

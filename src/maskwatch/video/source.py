@@ -89,6 +89,8 @@ def parse_source(text: str, live: bool | None = None) -> SourceSpec:
             raise SourceError(f"source URL has no host: {redact(text)!r}")
         return SourceSpec(text, True if live is None else live, given)
     path = Path(text)
+    if path.is_dir():
+        raise SourceError(f"{text} is a folder, not a video file (maskwatch batch takes folders)")
     if not path.is_file():
         raise SourceError(f"no such video file: {text}")
     return SourceSpec(str(path), False if live is None else live, given)
