@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskwatch.inputs import EMPTY_PATH_ERROR, find_inputs, folder_images
+from maskwatch.inputs import find_inputs, folder_images
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
                             ".ts", ".3gp"})
@@ -87,16 +87,13 @@ def expand_files(arguments: Iterable[str]) -> list[tuple[Path, str | None]]:
 
 def _expand(arguments: Iterable[str], nested: bool) -> Iterator[tuple[Path, str | None]]:
     for argument in arguments:
-        if not argument:  # Path("") is the current folder
-            yield Path(argument), EMPTY_PATH_ERROR
-            continue
         is_list = argument.startswith("@") or Path(argument).suffix.lower() in LIST_SUFFIXES
         if is_list and not nested:
             list_path = Path(argument[1:] if argument.startswith("@") else argument)
             if not list_path.is_file():
                 raise SourceError(f"no such list file: {list_path}")
             yield from _expand(read_list_file(list_path), nested=True)
-        elif Path(argument).is_dir():
+        elif argument and Path(argument).is_dir():  # Path("") is the current folder: find_inputs refuses it
             found = sorted(folder_images(Path(argument)) + folder_videos(Path(argument)))
             yield from ((path, None) for path in found)
             if not found:
