@@ -1,0 +1,83 @@
+"""The paper's two-class protocol for an averaged classifier at several mask cuts, without its run folders.
+
+    python benchmarks/paper_protocol_by_cut.py [--classifier src/maskwatch/models/mask_classifier.onnx]
+
+A mean of models (``maskwatch average``) is scored only on photos that are test photos of every averaged
+model. Its metadata keeps each model's training configuration and split fingerprint, so the splits can be
+rebuilt as ``maskwatch train`` made them (scan, crop, group near-copies, split): each with the face model
+that reproduces its fingerprint (the shipped detector or the stock YuNet: a configuration written before
+the shipped detector existed says ``null`` for the stock one). A split that no face model reproduces
+stops the script. ``maskwatch evaluate RUN_DIR`` prints the same figures when the run folders are at hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from maskwatch.classifier.decision import OperatingPoint
+from maskwatch.classifier.onnx_classifier import MaskClassifier
+from maskwatch.faces import YuNetDetector
+from maskwatch.model_files import cache_dir
+from maskwatch.training.augment import resize_to
+from maskwatch.training.data import Sample, dhash, fingerprint, group_near_duplicates, scan_sources, split_samples
+from maskwatch.training.face_cache import FaceCropCache
+from maskwatch.training.operating_point import TWO_CLASS_SWEEP, two_class_accuracy
+
+FACE_MODELS = (None, "stock")  # the shipped detector, then OpenCV Zoo's YuNet
+
+
+def rebuild_split(config: dict, expected: str) -> tuple[list[Sample], FaceCropCache]:
+    """The samples of a training run, split as it split them, and the crop cache that cut them."""
+    roots = [Path(p) for p in [config["data_dir"], *config.get("extra_data", [])]]
+    candidates = [config["face_model"]] if config.get("face_model") else FACE_MODELS
+    for face_model in candidates:
+        samples, _labels = scan_sources(roots)
+        detector = YuNetDetector(face_model, score_threshold=config["face_threshold"], extra_scales=())
+        cache = FaceCropCache(cache_dir() / "train", detector, config["crop_margin"], config["face_threshold"])
+        records = cache.build(samples)
+        samples = [s for s in samples if not records[s.sha256].error]
+        if config.get("near_duplicates", True):
+            unsplit = [s for s in samples if not s.split]  # scene sets bring their own split
+            group_near_duplicates(unsplit, {s.sha256: dhash(cache.load(s.sha256)) for s in unsplit})
+        split_samples(samples, seed=config["seed"])
+        if fingerprint(samples, with_split=True) == expected:
+            print(f"split {expected}: rebuilt with face model {face_model or 'shipped'}", file=sys.stderr)
+            return samples, cache
+    sys.exit(f"no face model reproduces split {expected}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classifier", default=None, help="an averaged model (default: the shipped one)")
+    args = parser.parse_args()
+    classifier = MaskClassifier(args.classifier)
+    members = classifier.metadata.get("averaged_from")
+    if not members:
+        sys.exit(f"{classifier.path} is not a mean of models (no averaged_from in its metadata)")
+    rebuilt = [rebuild_split(m["maskwatch_train_config"], m["split_fingerprint"]) for m in members]
+    splits = [{s.sha256: s.split for s in samples} for samples, _cache in rebuilt]
+    first, cache = rebuilt[0]
+    test = [s for s in first if all(split.get(s.sha256) == "test" for split in splits)]
+    views = [resize_to(cache.load(s.sha256), classifier.input_size) for s in test]
+    probabilities = np.concatenate([classifier.probabilities(views[i:i + 64]) for i in range(0, len(views), 64)])
+    y = np.array([classifier.labels.index(s.label) for s in test], int)
+    point = classifier.operating_point
+    print(f"{classifier.path}: {len(test)} photos are test photos of all {len(members)} averaged models")
+    print(f"argmax accuracy (three classes) {float((probabilities.argmax(1) == y).mean()):.4f}")
+    print("mask cut | two-class accuracy | errors")
+    print("---|---|---")
+    for cut in TWO_CLASS_SWEEP:
+        moved = OperatingPoint(cut, point.incorrect_threshold)
+        accuracy = two_class_accuracy(probabilities, y, classifier.labels, moved)
+        assert accuracy is not None
+        mark = "  <- the model's own" if abs(cut - point.mask_threshold) < 1e-9 else ""
+        print(f"{cut:g} | {accuracy:.4f} | {round((1 - accuracy) * len(y))}{mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
