@@ -143,3 +143,57 @@ def test_a_split_file_from_another_run_is_refused(tmp_path: Path) -> None:
     (run / "report.json").write_text("{}")
     with pytest.raises(ValueError, match="not the split"):
         average_models([run, write_fixed_classifier(tmp_path / "b.onnx", BARE)], tmp_path / "soup", scenes)
+
+
+def test_face_models_are_averaged_toward_the_stock_weights(yunet_path: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`maskwatch average` of the shipped face model and the stock YuNet: the weights' weighted mean, a file
+    that cv2.FaceDetectorYN loads, the photo defaults chosen again on --scenes val and the members recorded."""
+    import cv2
+
+    from maskwatch.faces.yunet import METADATA_SCORE_THRESHOLD, SHIPPED_FACE_MODEL
+
+    scenes = scene_subset(tmp_path / "scenes", per_split=2, splits=("val",))
+    out = tmp_path / "soup"
+    assert main(["average", str(SHIPPED_FACE_MODEL), "stock", "--weights", "0.7", "0.3",
+                 "--scenes", str(scenes), "--out", str(out)]) == 0
+    model = out / "face_detector.onnx"
+    assert "photo defaults:" in capsys.readouterr().out
+
+    def weights(path: Path) -> dict[str, np.ndarray]:
+        return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+    mine, shipped, stock = weights(model), weights(SHIPPED_FACE_MODEL), weights(yunet_path)
+    moved = [name for name in mine if mine[name].dtype.kind == "f" and not np.allclose(shipped[name], stock[name])]
+    assert moved  # the two models differ, so the mean is neither of them
+    for name in moved:
+        np.testing.assert_allclose(mine[name], 0.7 * shipped[name] + 0.3 * stock[name], rtol=1e-5, atol=1e-6)
+    metadata = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    members = json.loads(metadata["maskwatch.averaged_from"])
+    assert [m["weight"] for m in members] == [0.7, 0.3]
+    assert [m["sha256"] for m in members] == [sha256_of(SHIPPED_FACE_MODEL), sha256_of(yunet_path)]
+    figures = json.loads(metadata["maskwatch.val_figures"])["scenes"]
+    assert figures["images"] == 2 and figures["score_threshold"] == float(metadata[METADATA_SCORE_THRESHOLD])
+    assert "maskwatch.best_epoch" not in metadata  # a fact of the first model, not of the mean
+    assert json.loads((out / "average.json").read_text())["sha256"] == sha256_of(model)
+    assert "Chosen: extra passes" in (out / "detector_val.md").read_text()
+    image = cv2.imread(str(Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"))
+    detector = cv2.FaceDetectorYN.create(str(model), "", (image.shape[1], image.shape[0]), 0.5)
+    assert detector.detect(image)[1] is not None  # loads unchanged in OpenCV and still finds the face
+
+
+def test_face_model_averages_refuse_what_they_cannot_mean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from maskwatch.faces.yunet import SHIPPED_FACE_MODEL
+
+    scenes = tmp_path / "scenes"
+    assert main(["average", str(SHIPPED_FACE_MODEL), "stock", "--weights", "0.5", "0.6",
+                 "--scenes", str(scenes), "--out", str(tmp_path / "a")]) == 2
+    assert "summing to 1" in capsys.readouterr().err
+    classifier = write_fixed_classifier(tmp_path / "c.onnx", MASKED)
+    assert main(["average", str(SHIPPED_FACE_MODEL), str(classifier), "--scenes", str(scenes),
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "not the same network" in capsys.readouterr().err
+    assert main(["average", str(SHIPPED_FACE_MODEL), "stock", "--split", "train", "--scenes", str(scenes),
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "val split" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

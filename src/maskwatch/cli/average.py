@@ -12,15 +12,21 @@ EXIT_OK, EXIT_UNUSABLE = 0, 2
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "average", help="average the weights of mask classifiers fine-tuned from one start (a model soup)",
+        "average", help="average the weights of models fine-tuned from one start (a model soup)",
         description="Average the weights of mask classifiers (ONNX files or `maskwatch train` run folders) that "
                     "were fine-tuned from the same pretrained backbone with the same labels, head and crop; "
                     "the first model's network and input size are kept. The operating point is chosen again "
                     "on the annotated faces of --scenes (training's rule). Writes mask_classifier.onnx and "
                     "average.json into --out; when the first model is a run folder, also its split and the "
-                    "test figures on it, so that `maskwatch evaluate OUT` works.",
+                    "test figures on it, so that `maskwatch evaluate OUT` works. "
+                    "Face models too: when the first model is one that `maskwatch train-detector` wrote, the "
+                    "others are face models of the same network ('stock' names OpenCV Zoo's YuNet, e.g. "
+                    "`maskwatch average runs/detector-v7 stock --weights 0.7 0.3`); the photo defaults are "
+                    "chosen again on the val photos of --scenes (train-detector's rule) and "
+                    "face_detector.onnx, detector_val.md and average.json are written into --out.",
     )
-    parser.add_argument("models", nargs="+", metavar="MODEL", help="ONNX files or run folders (two or more)")
+    parser.add_argument("models", nargs="+", metavar="MODEL",
+                        help="ONNX files or run folders (two or more); for face models, 'stock' too")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write")
     parser.add_argument("--scenes", required=True, metavar="DIR",
                         help="a VOC scene set with the model's classes: its faces choose the operating point")
@@ -32,6 +38,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
+    try:
+        from maskwatch.training.detector.average import is_face_detector
+    except ImportError as exc:
+        print(f"maskwatch average needs the train extra (pip install 'maskwatch[train]'): {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if is_face_detector(args.models[0]):
+        return cmd_average_detectors(args)
     try:
         from maskwatch.training.average import average_models
     except ImportError as exc:
@@ -57,4 +70,47 @@ def cmd_average(args: argparse.Namespace) -> int:
                   f"operating point {row['two_class_accuracy']:.4f}")
     else:
         print(f"test figures: {meta.get('test_figures', 'none')}")
+    return EXIT_OK
+
+
+def cmd_average_detectors(args: argparse.Namespace) -> int:
+    """``maskwatch average`` of face models: the weights' mean, its photo defaults chosen on --scenes val."""
+    import json
+    from pathlib import Path
+
+    import onnx
+
+    from maskwatch.cli.train_detector import choose_photo_defaults, photo_defaults_metadata
+    from maskwatch.faces.yunet import STOCK_MODEL_NAMES, face_model_path
+    from maskwatch.model_files import ModelFileError, atomic_file, sha256_of
+    from maskwatch.training.detector.average import average_detectors, detector_file, write_metadata
+
+    if args.split != "val":
+        print("maskwatch: face models are averaged on the val split of --scenes (train-detector's rule); "
+              f"--split {args.split} is for classifiers", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        stock = face_model_path("stock")
+        paths = [stock if m in STOCK_MODEL_NAMES else detector_file(m) for m in args.models]
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"no model file {path}")
+        model = average_detectors(paths, args.models, args.out, args.weights)
+    except (FileNotFoundError, ValueError, OSError, ModelFileError) as exc:
+        print(f"maskwatch: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    (Path(args.out) / "detector_val.md").unlink(missing_ok=True)  # a previous average's tables
+    figures, chosen = choose_photo_defaults(model, [args.scenes], stock)
+    proto = onnx.load(str(model))
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    metadata |= {"maskwatch.val_figures": json.dumps(figures)} | photo_defaults_metadata(chosen)
+    write_metadata(proto, metadata)
+    with atomic_file(model) as handle:
+        handle.write(proto.SerializeToString())
+    report = {"model": str(model), "sha256": sha256_of(model), "metadata": metadata}
+    with atomic_file(Path(args.out) / "average.json") as handle:
+        handle.write(json.dumps(report, indent=2).encode())
+    scales, threshold = chosen
+    print(f"wrote {model}, sha256 {report['sha256']}")
+    print(f"photo defaults: extra passes {list(scales) or 'none'}, face score threshold {threshold:g}")
     return EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from maskwatch.cli.common import decay, non_negative_int, positive_float, positive_int, probability
@@ -78,6 +79,55 @@ def _val_ap(scenes: str, limit: int | None):  # -> Callable[[Path], float]
     return score
 
 
+def choose_photo_defaults(model: Path, data: Sequence[str], base: Path, quiet: bool = False,
+                          limit: int | None = None) -> tuple[dict, tuple[tuple[float, ...], float]]:
+    """Measure the face model file ``model`` the way users run it (through cv2.FaceDetectorYN) on the val
+    split of each scene set in ``data``, and choose its photo defaults (passes, score threshold) on the first.
+
+    Returns the val figures at the chosen defaults, per set, and the defaults; appends the tables to
+    detector_val.md beside the model. The command composes training and evaluation: neither package
+    imports the other.
+    """
+    from maskwatch.evaluation.detector import (
+        SWEEP_THRESHOLDS,
+        choose_face_defaults,
+        evaluate_detector,
+        sweep_markdown,
+        sweep_thresholds,
+    )
+    from maskwatch.faces.yunet import YuNetDetector
+
+    figures: dict = {}
+    chosen = None
+    stock = evaluate_detector(data[0], YuNetDetector(base, extra_scales=()), split="val", limit=limit)
+    budget = stock["false_faces_per_image"] or 0.0
+    for root in data:
+        sweeps = {scales: sweep_thresholds(root, YuNetDetector(model, extra_scales=scales), list(SWEEP_THRESHOLDS),
+                                           split="val", progress=not quiet, limit=limit)
+                  for scales in PASS_CANDIDATES}
+        chosen = chosen or choose_face_defaults(sweeps, budget)
+        scales, threshold = chosen
+        picked = next(r for r in sweeps[scales] if r["score_threshold"] == threshold)
+        figures[Path(root).name] = {k: picked[k] for k in ("images", "faces", "recall", "false_faces_per_image",
+                                                           "face_ap50", "min_face", "score_threshold")}
+        text = (f"## {root}, split val\n\n{sweep_markdown(sweeps)}\nChosen: extra passes "
+                f"{list(scales) or 'none'}, face score threshold {threshold:g} (the lowest within the stock "
+                f"model's {budget:.2f} false faces per image, one pass at 0.5).\n")
+        print(text)
+        with open(model.parent / "detector_val.md", "a", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    assert chosen is not None
+    return figures, chosen
+
+
+def photo_defaults_metadata(chosen: tuple[tuple[float, ...], float]) -> dict[str, str]:
+    """The metadata entries that make ``chosen`` (extra passes, score threshold) a face model's defaults."""
+    from maskwatch.faces.yunet import METADATA_EXTRA_SCALES, METADATA_SCORE_THRESHOLD
+
+    scales, threshold = chosen
+    return {METADATA_SCORE_THRESHOLD: f"{threshold:g}", METADATA_EXTRA_SCALES: json.dumps(list(scales))}
+
+
 def cmd_train_detector(args: argparse.Namespace) -> int:
     from maskwatch.faces.yunet import YUNET
     from maskwatch.model_files import ModelFileError, resolve
@@ -109,44 +159,11 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     except (ValueError, OSError, ModelFileError) as exc:
         print(f"maskwatch: {exc}", file=sys.stderr)
         return 2
-    # Measure the exported file the way users run it (through cv2.FaceDetectorYN), choose its photo defaults
-    # (passes, score threshold) on the first set's val split, and keep both inside the file. The command
-    # composes training and evaluation: neither package imports the other.
-    from maskwatch.evaluation.detector import (
-        SWEEP_THRESHOLDS,
-        choose_face_defaults,
-        evaluate_detector,
-        sweep_markdown,
-        sweep_thresholds,
-    )
-    from maskwatch.faces.yunet import METADATA_EXTRA_SCALES, METADATA_SCORE_THRESHOLD, YuNetDetector
-
     out = Path(args.out)
     model = out / DETECTOR_FILE
-    figures, chosen = {}, None
-    val_limit = config.val_limit
-    stock = evaluate_detector(args.data[0], YuNetDetector(base, extra_scales=()), split="val", limit=val_limit)
-    budget = stock["false_faces_per_image"] or 0.0
-    for root in args.data:
-        sweeps = {scales: sweep_thresholds(root, YuNetDetector(model, extra_scales=scales), list(SWEEP_THRESHOLDS),
-                                           split="val", progress=not args.quiet, limit=val_limit)
-                  for scales in PASS_CANDIDATES}
-        chosen = chosen or choose_face_defaults(sweeps, budget)
-        scales, threshold = chosen
-        picked = next(r for r in sweeps[scales] if r["score_threshold"] == threshold)
-        figures[Path(root).name] = {k: picked[k] for k in ("images", "faces", "recall", "false_faces_per_image",
-                                                           "face_ap50", "min_face", "score_threshold")}
-        text = (f"## {root}, split val\n\n{sweep_markdown(sweeps)}\nChosen: extra passes "
-                f"{list(scales) or 'none'}, face score threshold {threshold:g} (the lowest within the stock "
-                f"model's {budget:.2f} false faces per image, one pass at 0.5).\n")
-        print(text)
-        with open(out / "detector_val.md", "a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-    assert chosen is not None
+    figures, chosen = choose_photo_defaults(model, args.data, base, quiet=args.quiet, limit=config.val_limit)
     net = YuNetNet.from_onnx(model)
-    metadata = detector_metadata(report, figures)
-    metadata.update({METADATA_SCORE_THRESHOLD: f"{chosen[1]:g}", METADATA_EXTRA_SCALES: json.dumps(list(chosen[0]))})
-    net.to_onnx(model, model, metadata)
+    net.to_onnx(model, model, detector_metadata(report, figures) | photo_defaults_metadata(chosen))
     report["val_figures"] = figures
     (out / "detector_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"model: {model}  (val loss {report['start_val_loss']:.4f} -> {report['best_val_loss']:.4f}, "

@@ -93,6 +93,16 @@ def average_weights(paths: Sequence[Path], weights: Sequence[float] | None = Non
         values = {json.dumps(m.get(key), sort_keys=True) for m in metadata}
         if len(values) > 1:
             raise ValueError(f"the models differ in {key!r} ({', '.join(sorted(values))}): they cannot be averaged")
+    return mean_of_initializers(models, paths, shares), metadata
+
+
+def mean_of_initializers(models: Sequence[onnx.ModelProto], paths: Sequence[Path],
+                         shares: Sequence[float]) -> onnx.ModelProto:
+    """The first model, its float initializers replaced by the ``shares``-weighted mean of every model's.
+
+    The models must be one network: the same initializer names and shapes (checked). Integer initializers
+    (shapes, indices) are the first model's.
+    """
     tensors = [{t.name: numpy_helper.to_array(t) for t in m.graph.initializer} for m in models]
     for path, named in zip(paths[1:], tensors[1:], strict=True):
         shapes = {k: v.shape for k, v in named.items()}
@@ -105,7 +115,7 @@ def average_weights(paths: Sequence[Path], weights: Sequence[float] | None = Non
             continue  # shapes and indices, not weights
         mean = sum(w * t[init.name].astype(np.float64) for w, t in zip(shares, tensors, strict=True))
         init.CopyFrom(numpy_helper.from_array(np.asarray(mean).astype(first.dtype), init.name))
-    return base, metadata
+    return base
 
 
 def scene_face_probabilities(classifier: MaskClassifier, scenes: Path, split: str | None
