@@ -135,7 +135,9 @@ def manifest() -> list[dict[str, str]]:
 
 # Single-face photos from the TEST split of the shipped model (seed 0, near-duplicates grouped: see
 # MODEL_CARD.md), so labels are not memorised.
-MASKED_JPG = DATASET / "with_mask" / "with_mask_0609.jpg"  # one face (0003 also shows a hand the detector finds)
+# One face each (with_mask_0003 also shows a hand the detector finds; 0609, a close-up with sunglasses cut by the
+# frame, is found by the face model shipped before this one but not by this one, at 0.35).
+MASKED_JPG = DATASET / "with_mask" / "with_mask_0846.jpg"
 BARE_JPG = DATASET / "without_mask" / "without_mask_0003.jpg"
 TEST_SPLIT_FACES = {
     "with_mask": [DATASET / "with_mask" / f"with_mask_{i:04d}.jpg" for i in (3, 10, 22, 23, 36)],

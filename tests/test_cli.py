@@ -63,7 +63,7 @@ def test_single_good_file_json_option_and_exit_zero(tmp_path: Path) -> None:
     assert result.stdout == ""
     (line,) = [json.loads(x) for x in out.read_text().splitlines()]
     assert line["file"] == str(MASKED_JPG) and line["error"] is None
-    assert (line["width"], line["height"]) == (526, 786)
+    assert (line["width"], line["height"]) == (976, 1024)
 
 
 def test_glob_and_missing_file(mixed_folder: Path) -> None:

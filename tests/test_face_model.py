@@ -40,8 +40,11 @@ def test_the_shipped_file_is_pinned_and_describes_itself() -> None:
     bare = figures["recall"]["without_mask"]
     # What README and MODEL_CARD report for it (one pass), against the stock model's photo default on the same
     # photos (masked 0.805 at 24 px and up, 1.45 false faces per image).
-    assert masked["24+"]["recall"] >= 0.88 and figures["false_faces_per_image"] <= 0.75
-    assert bare["all"]["recall"] >= 0.84
+    assert masked["24+"]["recall"] >= 0.87 and figures["false_faces_per_image"] <= 0.80
+    assert bare["24+"]["recall"] >= 0.88 and figures["face_ap50"] >= 0.81
+    # It is the mean of a fine-tuned model's weights and the stock ones (`maskwatch average`), 0.7 / 0.3.
+    members = json.loads(metadata["maskwatch.averaged_from"])
+    assert [m["weight"] for m in members] == [0.7, 0.3] and members[1]["sha256"] == YUNET.sha256
 
 
 def test_defaults_come_from_the_model_and_stock_is_one_option_away(yunet_path: Path) -> None:

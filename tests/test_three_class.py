@@ -87,7 +87,8 @@ def test_api_gives_the_third_class_and_two_class_folds_it(under_nose_model: Path
     (face,) = folded.detect(str(MASKED_JPG))
     assert face.label == WITHOUT_MASK and folded.labels == [WITHOUT_MASK, WITH_MASK]
     assert face.probabilities["incorrect_mask"] == pytest.approx(0.7)  # the model's view is still reported
-    drawn = draw_results(np.zeros((200, 200, 3), np.uint8), [face])
+    canvas = np.zeros((int(face.box[3]) + 10, int(face.box[2]) + 10, 3), np.uint8)  # the box lies on it
+    drawn = draw_results(canvas, [face])
     assert drawn.any()
 
 

@@ -43,7 +43,7 @@ YUNET = ModelFile(
 # (`maskwatch train-detector`; MODEL_CARD.md has the command and figures). Ships inside the package: the default.
 SHIPPED_FACE_MODEL = Path(__file__).resolve().parent.parent / "models" / "face_detector.onnx"
 # Its sha256, checked when it loads: a damaged install fails with a clear message, not with odd faces.
-SHIPPED_FACE_MODEL_SHA256 = "3f371271ee0db6c3d0f5c39319b8ea1656c2250a3fea20462764aa4ea287d24f"
+SHIPPED_FACE_MODEL_SHA256 = "409e6e0a501a38108ab0a36dd042e4e0538e395dc1b28eea0c823e3d0369faa2"
 # `--face-model stock` (or Options(face_model="stock")): OpenCV Zoo's file above, from $MASKWATCH_FACE_MODEL,
 # the cache or a verified download.
 STOCK_MODEL_NAMES = ("stock", "yunet-2023mar")
