@@ -1,13 +1,18 @@
 """The paper's two-class protocol for an averaged classifier at several mask cuts, without its run folders.
 
-    python benchmarks/paper_protocol_by_cut.py [--classifier src/maskwatch/models/mask_classifier.onnx]
+    python benchmarks/paper_protocol_by_cut.py [--classifier FILE] [--face-model FILE ...]
 
 A mean of models (``maskwatch average``) is scored only on photos that are test photos of every averaged
 model. Its metadata keeps each model's training configuration and split fingerprint, so the splits can be
 rebuilt as ``maskwatch train`` made them (scan, crop, group near-copies, split): each with the face model
-that reproduces its fingerprint (the shipped detector or the stock YuNet: a configuration written before
-the shipped detector existed says ``null`` for the stock one). A split that no face model reproduces
-stops the script. ``maskwatch evaluate RUN_DIR`` prints the same figures when the run folders are at hand.
+that reproduces its fingerprint: the ``--face-model`` files first, then the shipped detector and the
+stock YuNet (a configuration says ``null`` for the face model shipped when it was trained). The shipped
+classifier's 160 px half was cut by the face model shipped before this one (``detector-v2``, sha256
+``3f371271…``); get it from the history, as it was before the last commit that changed it::
+
+    git show "$(git log -1 --format=%H -- src/maskwatch/models/face_detector.onnx)~1:src/maskwatch/models/face_detector.onnx" > detector-v2.onnx
+
+and pass ``--face-model detector-v2.onnx``. A split that no face model reproduces stops the script. ``maskwatch evaluate RUN_DIR`` prints the same figures when the run folders are at hand.
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ from maskwatch.training.operating_point import TWO_CLASS_SWEEP, two_class_accura
 FACE_MODELS = (None, "stock")  # the shipped detector, then OpenCV Zoo's YuNet
 
 
-def rebuild_split(config: dict, expected: str) -> tuple[list[Sample], FaceCropCache]:
+def rebuild_split(config: dict, expected: str, face_models: list[str]) -> tuple[list[Sample], FaceCropCache]:
     """The samples of a training run, split as it split them, and the crop cache that cut them."""
     roots = [Path(p) for p in [config["data_dir"], *config.get("extra_data", [])]]
-    candidates = [config["face_model"]] if config.get("face_model") else FACE_MODELS
+    candidates = [config["face_model"]] if config.get("face_model") else [*face_models, *FACE_MODELS]
     for face_model in candidates:
         samples, _labels = scan_sources(roots)
         detector = YuNetDetector(face_model, score_threshold=config["face_threshold"], extra_scales=())
@@ -53,12 +58,14 @@ def rebuild_split(config: dict, expected: str) -> tuple[list[Sample], FaceCropCa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classifier", default=None, help="an averaged model (default: the shipped one)")
+    parser.add_argument("--face-model", action="append", default=[],
+                        help="a face model to try first when rebuilding a split (repeatable)")
     args = parser.parse_args()
     classifier = MaskClassifier(args.classifier)
     members = classifier.metadata.get("averaged_from")
     if not members:
         sys.exit(f"{classifier.path} is not a mean of models (no averaged_from in its metadata)")
-    rebuilt = [rebuild_split(m["maskwatch_train_config"], m["split_fingerprint"]) for m in members]
+    rebuilt = [rebuild_split(m["maskwatch_train_config"], m["split_fingerprint"], args.face_model) for m in members]
     splits = [{s.sha256: s.split for s in samples} for samples, _cache in rebuilt]
     first, cache = rebuilt[0]
     test = [s for s in first if all(split.get(s.sha256) == "test" for split in splits)]
