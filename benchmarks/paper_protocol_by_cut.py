@@ -10,9 +10,11 @@ stock YuNet (a configuration says ``null`` for the face model shipped when it wa
 classifier's 160 px half was cut by the face model shipped before this one (``detector-v2``, sha256
 ``3f371271…``); get it from the history, as it was before the last commit that changed it::
 
-    git show "$(git log -1 --format=%H -- src/maskwatch/models/face_detector.onnx)~1:src/maskwatch/models/face_detector.onnx" > detector-v2.onnx
+    model=src/maskwatch/models/face_detector.onnx
+    git show "$(git log -1 --format=%H -- $model)~1:$model" > detector-v2.onnx
 
-and pass ``--face-model detector-v2.onnx``. A split that no face model reproduces stops the script. ``maskwatch evaluate RUN_DIR`` prints the same figures when the run folders are at hand.
+and pass ``--face-model detector-v2.onnx``. A split that no face model reproduces stops the script.
+``maskwatch evaluate RUN_DIR`` prints the same figures when the run folders are at hand.
 """
 
 from __future__ import annotations

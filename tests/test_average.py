@@ -196,4 +196,7 @@ def test_face_model_averages_refuse_what_they_cannot_mean(tmp_path: Path, capsys
     assert main(["average", str(SHIPPED_FACE_MODEL), "stock", "--split", "train", "--scenes", str(scenes),
                  "--out", str(tmp_path / "c")]) == 2
     assert "val split" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main(["average", "stock", str(SHIPPED_FACE_MODEL), "--scenes", str(scenes),
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "put first one that `maskwatch train-detector` wrote" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abcd")

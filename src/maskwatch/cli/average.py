@@ -45,6 +45,12 @@ def cmd_average(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     if is_face_detector(args.models[0]):
         return cmd_average_detectors(args)
+    from maskwatch.faces.yunet import STOCK_MODEL_NAMES
+
+    if any(m in STOCK_MODEL_NAMES or is_face_detector(m) for m in args.models[1:]):
+        print("maskwatch: to average face models, put first one that `maskwatch train-detector` wrote (its graph "
+              "and training facts are kept), e.g. `maskwatch average runs/detector stock ...`", file=sys.stderr)
+        return EXIT_UNUSABLE
     try:
         from maskwatch.training.average import average_models
     except ImportError as exc:
