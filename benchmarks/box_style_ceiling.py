@@ -108,7 +108,8 @@ def main() -> int:
     for label, counts in (("as detected, IoU >= 0.5", found(photos, plain, 0.5)),
                           ("per-source oracle, IoU >= 0.5", oracle),
                           ("found at IoU >= 0.3", found(photos, plain, 0.3))):
-        summary.append([label, *(f"{fmt(c[0] / c[1])} ({c[0]}/{c[1]})" for c in (counts[n] for n in CLASSES))])
+        summary.append([label, *(f"{fmt(c[0] / c[1])} ({c[0]}/{c[1]})" if c[1] else "-"
+                                 for c in (counts[n] for n in CLASSES))])
     print(markdown_table(["", *CLASSES], summary))
     return 0
 

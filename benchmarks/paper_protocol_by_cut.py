@@ -6,15 +6,17 @@ A mean of models (``maskwatch average``) is scored only on photos that are test 
 model. Its metadata keeps each model's training configuration and split fingerprint, so the splits can be
 rebuilt as ``maskwatch train`` made them (scan, crop, group near-copies, split): each with the face model
 that reproduces its fingerprint: the ``--face-model`` files first, then the shipped detector and the
-stock YuNet (a configuration says ``null`` for the face model shipped when it was trained). The shipped
-classifier's 160 px half was cut by the face model shipped before this one (``detector-v2``, sha256
-``3f371271…``); get it from the history, as it was before the last commit that changed it::
+stock YuNet (a configuration says ``null`` for the face model shipped when it was trained). A split that no
+face model reproduces stops the script. ``maskwatch evaluate RUN_DIR`` prints the same figures when the run
+folders are at hand.
 
-    model=src/maskwatch/models/face_detector.onnx
-    git show "$(git log -1 --format=%H -- $model)~1:$model" > detector-v2.onnx
+The shipped classifier is one fine-tune (``maskwatch evaluate runs/scenes-v8`` has its figures). The mean
+shipped before it (sha256 ``8f5fa42a…``) has a 160 px half whose crops were cut by the face model shipped
+then (``detector-v2``, sha256 ``3f371271…``). Both are in the history, e.g. at commit 250d67e::
 
-and pass ``--face-model detector-v2.onnx``. A split that no face model reproduces stops the script.
-``maskwatch evaluate RUN_DIR`` prints the same figures when the run folders are at hand.
+    git show 250d67e:src/maskwatch/models/mask_classifier.onnx > mean.onnx
+    git show 250d67e:src/maskwatch/models/face_detector.onnx > detector-v2.onnx
+    python benchmarks/paper_protocol_by_cut.py --classifier mean.onnx --face-model detector-v2.onnx
 """
 
 from __future__ import annotations

@@ -182,10 +182,11 @@ def test_face_models_are_averaged_toward_the_stock_weights(yunet_path: Path, tmp
     assert detector.detect(image)[1] is not None  # loads unchanged in OpenCV and still finds the face
 
 
-def test_face_model_averages_refuse_what_they_cannot_mean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_face_model_averages_refuse_what_they_cannot_mean(yunet_path: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from maskwatch.faces.yunet import SHIPPED_FACE_MODEL
 
-    scenes = tmp_path / "scenes"
+    scenes = scene_subset(tmp_path / "scenes", per_split=1, splits=("val",))
     assert main(["average", str(SHIPPED_FACE_MODEL), "stock", "--weights", "0.5", "0.6",
                  "--scenes", str(scenes), "--out", str(tmp_path / "a")]) == 2
     assert "summing to 1" in capsys.readouterr().err
@@ -199,4 +200,14 @@ def test_face_model_averages_refuse_what_they_cannot_mean(tmp_path: Path, capsys
     assert main(["average", "stock", str(SHIPPED_FACE_MODEL), "--scenes", str(scenes),
                  "--out", str(tmp_path / "d")]) == 2
     assert "put first one that `maskwatch train-detector` wrote" in capsys.readouterr().err
-    assert not any((tmp_path / name).exists() for name in "abcd")
+    # Good models and a scene set that is not there: refused before anything is written.
+    assert main(["average", str(SHIPPED_FACE_MODEL), "stock", "--scenes", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "e")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    # A scene set without val photos: the defaults cannot be chosen, and --out is left as it was.
+    empty = tmp_path / "empty"
+    (empty / "annotations").mkdir(parents=True)
+    assert main(["average", str(SHIPPED_FACE_MODEL), "stock", "--scenes", str(empty),
+                 "--out", str(tmp_path / "f")]) == 2
+    assert "maskwatch:" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abcdef")

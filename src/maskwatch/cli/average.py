@@ -47,7 +47,7 @@ def cmd_average(args: argparse.Namespace) -> int:
         return cmd_average_detectors(args)
     from maskwatch.faces.yunet import STOCK_MODEL_NAMES
 
-    if any(m in STOCK_MODEL_NAMES or is_face_detector(m) for m in args.models[1:]):
+    if any(m in STOCK_MODEL_NAMES or is_face_detector(m) for m in args.models):
         print("maskwatch: to average face models, put first one that `maskwatch train-detector` wrote (its graph "
               "and training facts are kept), e.g. `maskwatch average runs/detector stock ...`", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -80,41 +80,53 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 
 def cmd_average_detectors(args: argparse.Namespace) -> int:
-    """``maskwatch average`` of face models: the weights' mean, its photo defaults chosen on --scenes val."""
+    """``maskwatch average`` of face models: the weights' mean, its photo defaults chosen on --scenes val.
+
+    The mean is measured from a scratch folder; --out gets the model, its tables and average.json only once
+    the photo defaults are chosen, so a failure leaves --out as it was.
+    """
     import json
+    import tempfile
     from pathlib import Path
 
-    import onnx
-
     from maskwatch.cli.train_detector import choose_photo_defaults, photo_defaults_metadata
-    from maskwatch.faces.yunet import STOCK_MODEL_NAMES, face_model_path
+    from maskwatch.faces.yunet import FACE_MODEL_FILE_NAME, STOCK_MODEL_NAMES, face_model_path
     from maskwatch.model_files import ModelFileError, atomic_file, sha256_of
-    from maskwatch.training.detector.average import average_detectors, detector_file, write_metadata
+    from maskwatch.training.average import equal_weights
+    from maskwatch.training.detector.average import average_detectors, detector_file, save_detector, write_metadata
 
     if args.split != "val":
         print("maskwatch: face models are averaged on the val split of --scenes (train-detector's rule); "
               f"--split {args.split} is for classifiers", file=sys.stderr)
         return EXIT_UNUSABLE
+    out = Path(args.out)
     try:
-        stock = face_model_path("stock")
+        equal_weights(len(args.models), args.weights)  # the cheap checks first
+        if not Path(args.scenes).is_dir():
+            raise FileNotFoundError(f"--scenes {args.scenes}: no such folder")
+        stock = face_model_path("stock")  # the models may name it, and its one pass sets the false-face budget
         paths = [stock if m in STOCK_MODEL_NAMES else detector_file(m) for m in args.models]
         for path in paths:
             if not path.is_file():
                 raise FileNotFoundError(f"no model file {path}")
-        model = average_detectors(paths, args.models, args.out, args.weights)
+        if (out / FACE_MODEL_FILE_NAME).resolve() in {p.resolve() for p in paths}:
+            raise ValueError(f"--out {out} holds a model being averaged: choose a new folder")
+        proto = average_detectors(paths, args.models, args.weights)
+        with tempfile.TemporaryDirectory() as scratch:
+            draft = save_detector(proto, scratch)
+            figures, chosen = choose_photo_defaults(draft, [args.scenes], stock)
+            tables = (Path(scratch) / "detector_val.md").read_text(encoding="utf-8")
     except (FileNotFoundError, ValueError, OSError, ModelFileError) as exc:
         print(f"maskwatch: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
-    (Path(args.out) / "detector_val.md").unlink(missing_ok=True)  # a previous average's tables
-    figures, chosen = choose_photo_defaults(model, [args.scenes], stock)
-    proto = onnx.load(str(model))
     metadata = {p.key: p.value for p in proto.metadata_props}
     metadata |= {"maskwatch.val_figures": json.dumps(figures)} | photo_defaults_metadata(chosen)
     write_metadata(proto, metadata)
-    with atomic_file(model) as handle:
-        handle.write(proto.SerializeToString())
+    model = save_detector(proto, out)
+    with atomic_file(out / "detector_val.md") as handle:
+        handle.write(tables.encode())
     report = {"model": str(model), "sha256": sha256_of(model), "metadata": metadata}
-    with atomic_file(Path(args.out) / "average.json") as handle:
+    with atomic_file(out / "average.json") as handle:
         handle.write(json.dumps(report, indent=2).encode())
     scales, threshold = chosen
     print(f"wrote {model}, sha256 {report['sha256']}")

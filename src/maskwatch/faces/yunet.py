@@ -41,7 +41,9 @@ YUNET = ModelFile(
 
 # maskwatch's own YuNet: the stock weights fine-tuned on masked, bare and badly masked faces of real scenes
 # (`maskwatch train-detector`; MODEL_CARD.md has the command and figures). Ships inside the package: the default.
-SHIPPED_FACE_MODEL = Path(__file__).resolve().parent.parent / "models" / "face_detector.onnx"
+# The file name of a face model maskwatch writes (`train-detector`, `average`) and ships.
+FACE_MODEL_FILE_NAME = "face_detector.onnx"
+SHIPPED_FACE_MODEL = Path(__file__).resolve().parent.parent / "models" / FACE_MODEL_FILE_NAME
 # Its sha256, checked when it loads: a damaged install fails with a clear message, not with odd faces.
 SHIPPED_FACE_MODEL_SHA256 = "409e6e0a501a38108ab0a36dd042e4e0538e395dc1b28eea0c823e3d0369faa2"
 # `--face-model stock` (or Options(face_model="stock")): OpenCV Zoo's file above, from $MASKWATCH_FACE_MODEL,

@@ -24,10 +24,9 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from maskwatch.faces.yunet import METADATA_EXTRA_SCALES, METADATA_SCORE_THRESHOLD
+from maskwatch.faces.yunet import FACE_MODEL_FILE_NAME, METADATA_EXTRA_SCALES, METADATA_SCORE_THRESHOLD
 from maskwatch.model_files import atomic_file, sha256_of
 from maskwatch.training.average import equal_weights, load_model, mean_of_initializers
-from maskwatch.training.detector.train import DETECTOR_FILE
 
 KIND_KEY, KIND = "maskwatch.kind", "face_detector"
 AVERAGED_FROM_KEY = "maskwatch.averaged_from"
@@ -39,7 +38,7 @@ NOT_TRUE_OF_THE_AVERAGE = ("maskwatch.val_loss", "maskwatch.start_val_loss", "ma
 def detector_file(path: str | Path) -> Path:
     """A face model file, or a run folder's (``maskwatch train-detector --out``)."""
     path = Path(path)
-    return path / DETECTOR_FILE if path.is_dir() else path
+    return path / FACE_MODEL_FILE_NAME if path.is_dir() else path
 
 
 def is_face_detector(path: str | Path) -> bool:
@@ -53,12 +52,11 @@ def is_face_detector(path: str | Path) -> bool:
         return False
 
 
-def average_detectors(paths: Sequence[Path], names: Sequence[str], out: str | Path,
-                      weights: Sequence[float] | None = None) -> Path:
-    """Write the (``weights``-weighted) mean of the face models ``paths`` to ``out``/face_detector.onnx.
+def average_detectors(paths: Sequence[Path], names: Sequence[str],
+                      weights: Sequence[float] | None = None) -> onnx.ModelProto:
+    """The (``weights``-weighted) mean of the face models ``paths``, with its metadata (checked, not written).
 
-    ``names``: how the caller named each model (kept in the metadata beside its sha256). Returns the file.
-    Nothing is written until every check has passed.
+    ``names``: how the caller named each model (kept in the metadata beside its sha256).
     """
     if len(paths) < 2:
         raise ValueError("give at least two models to average")
@@ -78,10 +76,16 @@ def average_detectors(paths: Sequence[Path], names: Sequence[str], out: str | Pa
          "training": json.loads(_metadata(model).get("maskwatch.training", "null"))}
         for name, path, model, share in zip(names, paths, models, shares, strict=True)])
     write_metadata(proto, metadata)
-    onnx.checker.check_model(proto)
-    target = Path(out) / DETECTOR_FILE
-    if target.resolve() in {p.resolve() for p in paths}:
-        raise ValueError(f"--out {out} holds a model being averaged: choose a new folder")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ValueError(f"the mean of {', '.join(map(str, names))} is not a valid ONNX model: {exc}") from exc
+    return proto
+
+
+def save_detector(proto: onnx.ModelProto, out: str | Path) -> Path:
+    """Write ``proto`` whole (never a partial file) to ``out``/face_detector.onnx; returns the file."""
+    target = Path(out) / FACE_MODEL_FILE_NAME
     with atomic_file(target) as handle:
         handle.write(proto.SerializeToString())
     return target

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from maskwatch.faces.yunet import FACE_MODEL_FILE_NAME
 from maskwatch.model_files import sha256_of
 from maskwatch.training.detector.box_style import BoxStyle, align_box_styles, measure_box_styles, reference_source
 from maskwatch.training.detector.data import (
@@ -37,7 +38,7 @@ from maskwatch.training.detector.loss import Target, detection_loss
 from maskwatch.training.detector.pasted import DEFAULT_PASTE_PROBABILITY, PortraitFace, paste_faces, portrait_faces
 from maskwatch.training.detector.yunet_net import YuNetNet
 
-DETECTOR_FILE = "face_detector.onnx"
+DETECTOR_FILE = FACE_MODEL_FILE_NAME
 WARMUP_STEPS = 50
 # With --ema, the average's decay ramps up over about this many steps (early steps move the weights most).
 EMA_RAMP_STEPS = 200
