@@ -47,7 +47,7 @@ def cmd_average(args: argparse.Namespace) -> int:
         return cmd_average_detectors(args)
     from maskwatch.faces.yunet import STOCK_MODEL_NAMES
 
-    if any(m in STOCK_MODEL_NAMES or is_face_detector(m) for m in args.models):
+    if any(m in STOCK_MODEL_NAMES for m in args.models):  # (a face model elsewhere fails the classifier checks)
         print("maskwatch: to average face models, put first one that `maskwatch train-detector` wrote (its graph "
               "and training facts are kept), e.g. `maskwatch average runs/detector stock ...`", file=sys.stderr)
         return EXIT_UNUSABLE
