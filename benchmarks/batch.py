@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from maskwatch.batch import BatchConfig, read_results, run_batch
-from maskwatch.cli.common import parse_scales
+from maskwatch.cli.common import scales
 from maskwatch.inputs import expand_inputs
 from maskwatch.options import Options
 
@@ -45,16 +45,17 @@ def main() -> int:
     if args.limit and args.limit < len(files):
         step = len(files) / args.limit
         files = [files[int(k * step)] for k in range(args.limit)]
-    scales = [] if args.extra_scales is None else ["--extra-scales", args.extra_scales]
-    options = Options.photo(**({} if args.extra_scales is None else {"extra_scales": parse_scales(args.extra_scales)}))
+    passes = [] if args.extra_scales is None else ["--extra-scales", args.extra_scales]
+    options = Options.photo(**({} if args.extra_scales is None else {"extra_scales": scales(args.extra_scales)}))
+    described = " ".join(passes) or "the face model's photo default"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-          f"{len(files)} photos from {args.data}; {' '.join(scales) or 'photo default (3 passes)'}")
+          f"{len(files)} photos from {args.data}; {described}")
 
     with tempfile.TemporaryDirectory() as tmp:
         detect_json = Path(tmp) / "detect.jsonl"
         started = time.monotonic()
         subprocess.run([sys.executable, "-m", "maskwatch.cli", "detect", *files, "--json", str(detect_json),
-                        "--quiet", *scales], check=False, stderr=subprocess.DEVNULL)
+                        "--quiet", *passes], check=False, stderr=subprocess.DEVNULL)
         detect_seconds = time.monotonic() - started
         reference = {row["file"]: row for row in map(json.loads, detect_json.read_text().splitlines())}
         rows = [("maskwatch detect (one process)", detect_seconds, len(files) / detect_seconds, "-", "-", "-", "-",

@@ -96,11 +96,21 @@ def test_train_refuses_bad_fine_tuning_options(tmp_path: Path, args: list[str], 
     assert not (tmp_path / "run").exists()  # refused before any work
 
 
-def test_face_threshold_out_of_range_is_a_usage_error() -> None:
-    for value in ("-1", "1.5", "nan"):
-        result = run_cli("detect", str(MASKED_JPG), "--face-threshold", value)
-        assert result.returncode == 2 and "between 0 and 1" in result.stderr, (value, result.stderr)
-        assert "Traceback" not in result.stderr
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--face-threshold", "-1", "between 0 and 1"),
+    ("--face-threshold", "1.5", "between 0 and 1"),
+    ("--face-threshold", "nan", "between 0 and 1"),
+    ("--max-pixels", "0", "must be at least 1"),
+    ("--max-pixels", "-5", "must be at least 1"),
+    ("--extra-scales", "abc", "numbers separated by commas"),
+    ("--extra-scales", "0.5", "above 1 and at most 8"),
+])
+def test_bad_model_option_is_a_usage_error(option: str, value: str, message: str) -> None:
+    """Refused by the argument parser, naming the option, before any model loads or photo is read."""
+    result = run_cli("detect", str(MASKED_JPG), option, value)
+    assert result.returncode == 2 and message in result.stderr and option in result.stderr, result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert "cannot load the models" not in result.stderr
 
 
 def test_empty_path_is_an_error_not_the_current_folder(tmp_path: Path) -> None:

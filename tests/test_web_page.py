@@ -195,3 +195,13 @@ def test_camera_stopped_while_starting_gives_its_stream_back(page: Page, server:
     page.get_by_role("button", name="Stop camera").click()
     page.wait_for_function("""() => window.__streams.every(
         (stream) => stream.getTracks().every((track) => track.readyState === "ended"))""", timeout=30_000)
+
+
+def test_api_docs_name_this_server(page: Page, server: Server) -> None:
+    """The /docs page lists the operations of /openapi.json and its curl lines name the server they came from."""
+    page.goto(f"{server.url}/docs")
+    expect(page.locator("#docs-status")).to_contain_text("maskwatch")
+    expect(page.locator("#operations")).to_contain_text("/v1/detect")
+    quick_start = page.locator(".docs-intro pre").inner_text()
+    assert f"{server.url}/v1/detect" in quick_start
+    assert "127.0.0.1:8000" not in quick_start or server.url.endswith(":8000")

@@ -81,7 +81,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                             "($MASKWATCH_RETINAFACE_MODEL, the cache, or a verified download)")
     group.add_argument("--face-threshold", type=probability, metavar="SCORE",
                        help="minimum face score (default: the one stored in the face model, else 0.5)")
-    group.add_argument("--extra-scales", default=None, metavar="LIST",
+    group.add_argument("--extra-scales", type=scales, default=None, metavar="LIST",
                        help="extra detector passes at these multiples of the base scale, e.g. '2' or '2,3', or '' "
                             "for one pass (default: what the face model's file says; the shipped one: one pass, "
                             "the stock one: '2,3'; RetinaFace: one pass)")
@@ -91,7 +91,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                             "classifier, chosen on real scene photos)")
     group.add_argument("--two-class", action="store_true",
                        help="report a mask worn under the nose (incorrect_mask) as without_mask: two labels only")
-    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    group.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                        help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS:,})")
 
 
@@ -104,7 +104,7 @@ def options_from_args(args: argparse.Namespace, preset: Options | None = None) -
         "max_pixels": args.max_pixels,
     }
     if args.extra_scales is not None:
-        changes["extra_scales"] = parse_scales(args.extra_scales)
+        changes["extra_scales"] = args.extra_scales
     if getattr(args, "threads_per_worker", None):
         changes["threads"] = args.threads_per_worker
     return preset.replace(**changes)
@@ -116,13 +116,14 @@ def build_detector(args: argparse.Namespace, preset: Options | None = None):  # 
     return MaskDetector.from_options(options_from_args(args, preset))
 
 
-def parse_scales(text: str) -> tuple[float, ...]:
+def scales(text: str) -> tuple[float, ...]:
+    """argparse type: extra detector passes, e.g. "2" or "2,3" (each above 1 and at most 8); "" for none."""
     try:
-        scales = tuple(float(part) for part in text.replace(" ", "").split(",") if part)
+        values = tuple(float(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
-        raise ValueError(f"--extra-scales takes numbers separated by commas, not {text!r}") from None
-    if any(scale <= 1.0 or scale > 8.0 for scale in scales):
-        raise ValueError(f"--extra-scales must be between 1 and 8: {text!r}")
-    return scales
+        raise argparse.ArgumentTypeError(f"takes numbers separated by commas, not {text!r}") from None
+    if any(not (1.0 < value <= 8.0) for value in values):  # NaN too
+        raise argparse.ArgumentTypeError(f"each scale must be above 1 and at most 8, not {text!r}")
+    return values
 
 

@@ -36,7 +36,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     sets = evaluate.add_argument_group("--faces / --scenes")
     sets.add_argument("--map-label", action="append", default=[], metavar="NAME=LABEL",
                       help="count annotated class (or folder) NAME as LABEL, or NAME=ignore (repeatable); "
-                           "default: mask_weared_incorrect=without_mask")
+                           "by default a class the model has counts as itself, and mask_weared_incorrect as "
+                           "incorrect_mask (as without_mask for a two-class model or with --two-class)")
     sets.add_argument("--min-face", type=non_negative_float, default=0.0, metavar="PX",
                       help="--scenes: ignore annotated faces less than PX high (neither missed nor false)")
     sets.add_argument("--split", metavar="NAME",

@@ -113,8 +113,6 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return "--header-timeout must be a finite positive number of seconds"
     if args.max_connections < 1:
         return "--max-connections must be at least 1"
-    if args.max_pixels < 1:
-        return "--max-pixels must be positive"
     if args.api_key is not None and not args.api_key.strip():
         return "--api-key is empty"
     return None

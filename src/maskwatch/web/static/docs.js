@@ -56,7 +56,13 @@ function operation(spec, path, method, op) {
   return section;
 }
 
+// The quick start's commands name this server, whatever host and port it was started on.
+function showOrigin() {
+  for (const node of document.querySelectorAll(".origin")) node.textContent = window.location.origin;
+}
+
 async function render() {
+  showOrigin();
   const status = document.getElementById("docs-status");
   try {
     const response = await fetch("/openapi.json");
