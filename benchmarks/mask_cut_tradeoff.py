@@ -10,12 +10,13 @@ and up that the face model finds, and on the annotated boxes alone:
   called ``with_mask``), the classifier alone's balanced accuracy;
 - ROC AUC of P(with_mask) on the boxes: masked against bare, and masked against masks below the nose;
 - the same figures with the mask cut moved (``--mask-threshold`` of ``maskwatch evaluate``), the
-  below-the-nose cut kept.
+  below-the-nose cut kept, or moved too (``--below-cuts``: every pair of the two cuts).
 
     python benchmarks/mask_cut_tradeoff.py ../shared/datasets/mask-scenes
     python benchmarks/mask_cut_tradeoff.py ../shared/datasets/mask-scenes \\
         --classifier runs/scenes-v8/mask_classifier.onnx --classifier runs/scenes-v9/mask_classifier.onnx \\
         --weights 0.7 0.3
+    python benchmarks/mask_cut_tradeoff.py ../shared/datasets/mask-scenes --below-cuts 0.2 0.3 0.375 0.5
 
 Each classifier runs once on the photos (about 40 s each on 2 cores); a mean here costs one network run per
 member at inference, which ``maskwatch average`` (one network, weights averaged) does not.
@@ -91,6 +92,8 @@ def main() -> int:
     parser.add_argument("--classifier", action="append", default=[], help="ONNX file (repeat for a mean); "
                         "default: the shipped one")
     parser.add_argument("--weights", type=float, nargs="+", help="one per --classifier (default: equal)")
+    parser.add_argument("--below-cuts", type=float, nargs="+", metavar="CUT",
+                        help="below-the-nose cuts to pair with every mask cut (default: training's rule's own)")
     args = parser.parse_args()
     files = args.classifier or [None]
     weights = args.weights or [1.0 / len(files)] * len(files)
@@ -118,9 +121,10 @@ def main() -> int:
     print("|".join(["---"] * 7))
     print(f"{point.mask_threshold:g} / {point.incorrect_threshold:g} (training's rule) | "
           + figures(labels, merged["found"], merged["boxes"], point))
-    for cut in MASK_CUTS:
-        moved = OperatingPoint(cut, point.incorrect_threshold)
-        print(f"{cut:g} / {point.incorrect_threshold:g} | " + figures(labels, merged["found"], merged["boxes"], moved))
+    for below in args.below_cuts or [point.incorrect_threshold]:
+        for cut in MASK_CUTS:
+            moved = OperatingPoint(cut, below)
+            print(f"{cut:g} / {below:g} | " + figures(labels, merged["found"], merged["boxes"], moved))
     return 0
 
 
