@@ -43,7 +43,7 @@ from maskwatch.training.data import scan_dataset
 THRESHOLDS = [0.4, 0.45, 0.5, 0.55, 0.6]
 LOW = 0.15  # what each look keeps before fusing: below every threshold above
 MATCH_IOU = 0.5  # a face seen both ways round
-SURE = 0.7  # "stock check": faces this sure need no check
+SURE = 0.7  # the checks: faces this sure need no check
 SEES = 0.2  # the second look's score that counts as seeing a face (checks)
 CHECK_IOU = 0.3
 
@@ -138,6 +138,9 @@ def main() -> int:
         ("mirrored check", mirrored_look, checked),
     ]
     if args.ways:
+        unknown = set(args.ways) - {name for name, _, _ in ways}
+        if unknown:
+            parser.error(f"--ways: unknown {sorted(unknown)}; the ways are {[name for name, _, _ in ways[1:]]}")
         ways = [way for way in ways if way[0] in args.ways or way[1] is None]
     face_free = face_free_images()
     print(f"{args.scenes} val, faces of 16 px and up; {len(face_free)} face-free photos")

@@ -99,6 +99,8 @@ def main() -> int:
     weights = args.weights or [1.0 / len(files)] * len(files)
     if len(weights) != len(files) or any(w < 0 for w in weights) or not sum(weights):
         parser.error("--weights takes one non-negative number per --classifier")
+    if any(not 0.0 <= cut <= 1.0 for cut in args.below_cuts or []):
+        parser.error("--below-cuts takes shares between 0 and 1")
     weights = [w / sum(weights) for w in weights]
     runs = [probabilities(args.scenes, file) for file in files]
     labels = runs[0][0]
