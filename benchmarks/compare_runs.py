@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def rows(report: dict, evaluation: dict) -> dict[str, object]:
-    by_px = report["test_by_face_px"]
+    by_px = report.get("test_by_face_px", {})  # none for an average (maskwatch average)
     out: dict[str, object] = {
         "split fingerprint": report["metadata"]["split_fingerprint"],
         "unfreeze": report["config"].get("unfreeze", "0"),
@@ -31,8 +31,9 @@ def rows(report: dict, evaluation: dict) -> dict[str, object]:
             name = "full size" if view == "clean" else f"{view} px"
             out[f"{kind} masks (n={scores['n']}), {name}: called masked"] = scores.get(view)
     finetune = report.get("finetune")
-    out["best validation loss"] = min(h["val_loss"] for h in _history(report))
-    out["training seconds (caches as they were)"] = round(report["seconds"])
+    if "model" in report:  # a training run (an average has no history of its own)
+        out["best validation loss"] = min(h["val_loss"] for h in _history(report))
+        out["training seconds (caches as they were)"] = round(report["seconds"])
     if finetune:
         out["fine-tuning seconds"] = round(finetune["seconds"])
     return out

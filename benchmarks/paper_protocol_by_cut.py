@@ -10,9 +10,11 @@ stock YuNet (a configuration says ``null`` for the face model shipped when it wa
 face model reproduces stops the script. ``maskwatch evaluate RUN_DIR`` prints the same figures when the run
 folders are at hand.
 
-The shipped classifier is one fine-tune (``maskwatch evaluate runs/scenes-v8`` has its figures). The mean
-shipped before it (sha256 ``8f5fa42a…``) has a 160 px half whose crops were cut by the face model shipped
-then (``detector-v2``, sha256 ``3f371271…``). Both are in the history, e.g. at commit 250d67e::
+The shipped classifier is the mean of two fine-tunes' weights on one split (``scenes-v11`` and ``scenes-v8``;
+``maskwatch evaluate runs/soup-v11v8`` has its figures). The one fine-tune shipped before it, ``scenes-v8``
+(sha256 ``99a23fd3…``), is at commit 7dc8a67. The mean shipped before that (sha256 ``8f5fa42a…``) has a
+160 px half whose crops were cut by the face model shipped then (``detector-v2``, sha256 ``3f371271…``).
+Both are in the history, e.g. at commit 250d67e::
 
     git show 250d67e:src/maskwatch/models/mask_classifier.onnx > mean.onnx
     git show 250d67e:src/maskwatch/models/face_detector.onnx > detector-v2.onnx

@@ -13,7 +13,13 @@ from maskwatch.crops import face_crop
 from maskwatch.evaluation.appearance import lower_face, mask_appearance
 from maskwatch.faces import YuNetDetector
 from maskwatch.images import load_image
-from maskwatch.training.augment import mask_texture, occlude_lower_face, paint_mask, random_view
+from maskwatch.training.augment import (
+    NOSE_AND_MOUTH,
+    mask_texture,
+    occlude_lower_face,
+    paint_mask,
+    random_view,
+)
 
 SIZE = 160
 
@@ -40,6 +46,31 @@ def test_painted_mask_covers_the_lower_face_only(bare_crop: np.ndarray, seed: in
     # Eyes and forehead (the upper 40 % of the face box) stay; mouth and chin are covered.
     assert rows[top:int(top + 0.4 * inner)].max() < 0.1
     assert rows[int(top + 0.7 * inner):int(top + 0.9 * inner)].mean() > 0.4
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mask_painted_below_the_nose_leaves_the_nose_bare(bare_crop: np.ndarray, seed: int) -> None:
+    nose, mouth = 0.62, 0.8
+    painted = paint_mask(bare_crop, np.random.default_rng(seed), below_nose=(nose, mouth))
+    rows = changed_rows(bare_crop, painted)
+    inner = SIZE / 1.4
+    top = int((SIZE - inner) / 2)
+    # Eyes and nose (down to the nose tip) stay; the mouth and chin are covered.
+    assert rows[top:int(top + nose * inner)].max() < 0.1
+    assert rows[int(top + (mouth + 0.02) * inner):int(top + 0.95 * inner)].mean() > 0.4
+    over_nose = changed_rows(bare_crop, paint_mask(bare_crop, np.random.default_rng(seed)))
+    assert over_nose[int(top + 0.6 * inner)] > rows[int(top + 0.6 * inner)]  # the other one covers the nose
+
+
+def test_nose_and_mouth_come_from_the_landmarks(bare_crop: np.ndarray, yunet_path: Path) -> None:
+    pytest.importorskip("torch", reason="training needs the train extra")
+    from maskwatch.training.train import nose_and_mouth
+
+    detector = YuNetDetector(yunet_path, extra_scales=())
+    nose, mouth = nose_and_mouth(bare_crop, detector, 0.2)
+    assert 0.45 < nose < mouth < 0.95
+    assert (nose, mouth) != NOSE_AND_MOUTH
+    assert nose_and_mouth(np.full_like(bare_crop, 128), detector, 0.2) == NOSE_AND_MOUTH  # no face: the medians
 
 
 def test_painted_masks_vary_and_repeat_with_the_seed(bare_crop: np.ndarray) -> None:

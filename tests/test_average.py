@@ -127,7 +127,11 @@ def test_test_figures_count_only_photos_no_averaged_model_trained_on(tmp_path: P
     # b trained on the second photo (a's test) and the fifth (a's val): neither counts for the average.
     assert kept == ["test", "excluded", "val", "test", "excluded", "train"]
     assert "split_fingerprint" not in meta and "split_counts" not in meta  # the runs were split apart
-    assert json.loads((tmp_path / "soup" / "report.json").read_text())["test"]["n"] == 2
+    soup_report = json.loads((tmp_path / "soup" / "report.json").read_text())
+    assert soup_report["test"]["n"] == 2
+    # The figures are the average's; what the first run said of its own model is kept apart.
+    assert soup_report["test_two_class_accuracy"] == meta["test_two_class_accuracy"]
+    assert soup_report["metadata"] == MaskClassifier(tmp_path / "soup" / "mask_classifier.onnx").metadata
 
 
 def test_a_split_file_from_another_run_is_refused(tmp_path: Path) -> None:

@@ -88,6 +88,7 @@ def test_model_options(tmp_path: Path, yunet_path: Path) -> None:
     (["--unfreeze", "top"], "number of top blocks or 'all'"),
     (["--unfreeze", "0,2"], "train takes one --unfreeze value"),
     (["--painted-views", "-1"], "must not be negative"),
+    (["--below-nose-views", "-1"], "must not be negative"),
 ])
 def test_train_refuses_bad_fine_tuning_options(tmp_path: Path, args: list[str], message: str) -> None:
     pytest.importorskip("torch", reason="training needs the train extra")

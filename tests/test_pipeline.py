@@ -104,13 +104,17 @@ def test_shipped_classifier_metadata() -> None:
     assert DEFAULT_CLASSIFIER_PATH.stat().st_size <= 20 * 1024 * 1024
     meta = classifier.metadata
     assert meta["labels"] == ["incorrect_mask", "with_mask", "without_mask"]
-    # One fine-tune (`scenes-v8`, MODEL_CARD.md) at 160 px, on crops cut by the shipped face model, with the split
-    # it was tested on named by its fingerprint and the command's configuration kept.
-    assert meta["input_size"] == classifier.input_size == 160 and "averaged_from" not in meta
-    assert meta["split_fingerprint"] and meta["maskwatch_train_config"]["input_size"] == 160
+    # The mean of two fine-tunes' weights (`soup-v11v8`, MODEL_CARD.md) at 160 px, on crops cut by the shipped
+    # face model, both on the split it was tested on (named by its fingerprint), each command's configuration kept.
+    assert meta["input_size"] == classifier.input_size == 160
+    halves = meta["averaged_from"]
+    assert [half["weight"] for half in halves] == [0.5, 0.5]
+    assert {half["split_fingerprint"] for half in halves} == {meta["split_fingerprint"]}
+    assert all(half["maskwatch_train_config"]["input_size"] == 160 for half in halves)
+    assert halves[0]["maskwatch_train_config"]["below_nose_views"] == 1  # scenes-v11
     # The paper's protocol (two classes, face-mask test split) at the shipped operating point.
-    assert meta["split_counts"]["test"] == 818
-    assert meta["test_two_class_accuracy"] >= 0.99  # 0.9927 (MODEL_CARD.md)
+    assert meta["split_counts"]["test"] == meta["test_photos"] == 818
+    assert meta["test_two_class_accuracy"] >= 0.985  # 0.9890 (MODEL_CARD.md)
     point = meta["operating_point"]
     assert point["search"]["faces"] == 893  # chosen on the annotated faces of mask-scenes val
     assert classifier.operating_point.mask_threshold == point["mask_threshold"]

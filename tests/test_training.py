@@ -195,7 +195,8 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory, yunet_path: Path) -> tup
     out = tmp_path_factory.mktemp("mixed")
     config = TrainConfig(data_dir=str(DATASET), extra_data=[str(scenes)], out_dir=str(out),
                          face_model=str(yunet_path), limit=4, views=2, max_epochs=5, patience=2,
-                         cache_dir=str(out / "cache"))
+                         cache_dir=str(out / "cache"), painted_views=1, below_nose_views=1, unfreeze="1",
+                         finetune_epochs=1)
     report = train(config)
     write_evaluation(out)
     return out, scenes, report
@@ -224,6 +225,19 @@ def test_mixed_sources_train_three_classes_and_keep_the_scene_split(mixed_run: t
     assert classifier.labels == report["labels"]
     assert classifier.operating_point.mask_threshold == report["operating_point"]["mask_threshold"]
     assert (out / "evaluation.md").is_file()
+    # Bare faces with masks painted over and below the nose trained both phases; the test split has a figure.
+    assert report["metadata"]["maskwatch_train_config"]["below_nose_views"] == 1
+    assert report["finetune"]["images_per_epoch"] > report["counts"]["train_images"]
+    assert 0 <= report["test_bare_with_mask_painted_below_nose_accuracy"] <= 1
+
+
+def test_below_nose_views_need_the_class(tmp_path: Path, yunet_path: Path) -> None:
+    from maskwatch.training.train import train
+
+    config = TrainConfig(data_dir=str(DATASET), out_dir=str(tmp_path / "run"), face_model=str(yunet_path),
+                         limit=4, below_nose_views=1, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="incorrect_mask, a class none of the data folders has"):
+        train(config)
 
 
 def test_class_weights_favour_the_rare_class() -> None:

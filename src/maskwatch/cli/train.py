@@ -43,7 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, views=args.views, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
         weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
         cache_dir=args.cache, limit=args.limit, near_duplicates=args.near_duplicates, occlusion=args.occlusion,
-        painted_views=args.painted_views, head=args.head, backbone_weights=args.backbone_weights,
+        painted_views=args.painted_views, below_nose_views=args.below_nose_views, head=args.head,
+        backbone_weights=args.backbone_weights,
         unfreeze=args.unfreeze, finetune_lr=args.finetune_lr, finetune_epochs=args.finetune_epochs,
         init_from=args.init_from,
     )
@@ -112,5 +113,8 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--painted-views", type=non_negative_int, default=0, metavar="N",
                        help="views of each bare training face with a painted black, coloured or patterned mask, "
                             "labelled with_mask (default 0: measured, they did not help on real masks)")
+    train.add_argument("--below-nose-views", type=non_negative_int, default=0, metavar="N",
+                       help="views of each bare training face with a mask painted below the nose, labelled "
+                            "incorrect_mask (needs a scene set with that class; default 0)")
 
 

@@ -94,6 +94,11 @@ def occlude_lower_face(view: np.ndarray, rng: np.random.Generator, margin: float
     return (alpha * hand + (1 - alpha) * view.astype(np.float32)).astype(np.uint8)
 
 
+# Heights of the nose tip and the mouth in a face box (fractions from its top), for a face whose landmarks are
+# not known: the medians of YuNet's landmarks on the `face-mask` portraits (10th-90th percentile: nose tip
+# 0.59-0.72, mouth corners 0.74-0.88).
+NOSE_AND_MOUTH = (0.65, 0.80)
+
 # Colours of painted masks (BGR): black and dark cloth first -- the masks users report missed -- then common
 # cloth and surgical colours. No skin tones: a skin-coloured patch over the mouth is the hand negative.
 MASK_COLOURS = (
@@ -128,12 +133,20 @@ def mask_texture(size: int, rng: np.random.Generator) -> np.ndarray:
     return colours[0] * (1 - low) + colours[1] * low * (1 - high) + colours[2] * high
 
 
-def paint_mask(view: np.ndarray, rng: np.random.Generator, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+def paint_mask(
+    view: np.ndarray, rng: np.random.Generator, margin: float = DEFAULT_MARGIN,
+    below_nose: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Paint a cloth or surgical mask over nose, mouth and chin: black, coloured or patterned.
 
     Users report that black and patterned masks are missed. Painted on bare faces
     (then labelled ``with_mask``) it shows the model masks of every colour and print
     on faces whose other features it knows bare, so only the mask can decide.
+
+    ``below_nose``, the heights of this face's nose tip and mouth in its box (fractions from the top, e.g.
+    ``NOSE_AND_MOUTH``), paints the same masks with their top edge between the two: under the nose (the caller
+    labels the view ``incorrect_mask``). Beside masks painted over the nose, it shows the model that what
+    parts the two classes is whether the nose is covered, not how the mask looks.
     """
     size = view.shape[0]
     lo, inner = face_in_crop(size, margin)
@@ -141,10 +154,18 @@ def paint_mask(view: np.ndarray, rng: np.random.Generator, margin: float = DEFAU
     def at(u: float, v: float) -> tuple[float, float]:
         return lo + u * inner, lo + v * inner
 
-    top = rng.uniform(0.45, 0.58)  # nose bridge
+    if below_nose:  # from a little under the nose tip to a little over the mouth corners
+        nose, mouth = below_nose
+        top = nose + rng.uniform(0.2, 0.6) * max(mouth - nose, 0.05)
+    else:
+        top = rng.uniform(0.45, 0.58)  # on the nose bridge
     bottom = rng.uniform(0.98, 1.1)  # under the chin
     width = rng.uniform(0.0, 0.08)
-    side_top, side_bottom = top + rng.uniform(0.08, 0.15), rng.uniform(0.78, 0.88)
+    if below_nose:
+        side_top = top + rng.uniform(0.02, 0.06)
+        side_bottom = max(side_top + 0.05, rng.uniform(0.86, 0.92))
+    else:
+        side_top, side_bottom = top + rng.uniform(0.08, 0.15), rng.uniform(0.78, 0.88)
     edge = [at(0.5 + t * (0.42 + width), top + (side_top - top) * abs(t) ** 1.5) for t in np.linspace(-1, 1, 15)]
     edge += [at(0.5 + 0.44 + width, side_bottom)]
     edge += [at(0.5 + np.sin(a) * (0.36 + width), side_bottom + (bottom - side_bottom) * np.cos(a))
@@ -175,19 +196,21 @@ def paint_mask(view: np.ndarray, rng: np.random.Generator, margin: float = DEFAU
 
 
 def random_view(
-    crop: np.ndarray, out_size: int, rng: np.random.Generator, occlude: bool = False, paint: bool = False
+    crop: np.ndarray, out_size: int, rng: np.random.Generator, occlude: bool = False, paint: bool = False,
+    below_nose: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """One random training view: geometry, colour, blur, resolution and JPEG, in camera order.
 
     ``occlude`` (for bare faces only) sometimes puts a hand over the mouth as a hard negative;
-    ``paint`` always paints a mask on (the caller labels the view ``with_mask``).
+    ``paint`` always paints a mask on (the caller labels the view ``with_mask``), with ``below_nose`` (the
+    face's nose tip and mouth heights, as ``paint_mask`` takes them) under the nose (labelled ``incorrect_mask``).
     """
     size = crop.shape[0]
     view = crop[:, ::-1] if rng.random() < 0.5 else crop
     if occlude and rng.random() < 0.3:
         view = occlude_lower_face(view, rng)
     if paint:
-        view = paint_mask(view, rng)
+        view = paint_mask(view, rng, below_nose=below_nose)
     # Small rotation, zoom and shift: detectors' boxes wobble around the face.
     angle = rng.uniform(-15, 15)
     scale = rng.uniform(0.9, 1.12)

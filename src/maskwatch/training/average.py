@@ -179,6 +179,10 @@ def average_models(models: Sequence[str | Path], out: str | Path, scenes: str | 
         classifier.operating_point = point  # the test figures are taken at the new operating point
         test, files = _test_figures(models, paths, sources, classifier, Path(tmp))
         metadata.update(test)
+    if "report.json" in files:  # the run report of the average: its metadata and operating point
+        run_report = json.loads(files["report.json"])
+        run_report.update(metadata=metadata, operating_point=metadata["operating_point"])
+        files["report.json"] = json.dumps(run_report, indent=2).encode()
     _set_metadata(proto, metadata)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("split.csv", "report.json"):
@@ -235,6 +239,15 @@ def _member_split(model: str | Path, metadata: dict) -> dict[str, str] | None:
     return split
 
 
+# What a run's report.json says of that run's own model alone: an average's report.json, made from the first
+# model's, keeps them under "first_model_figures".
+FIRST_MODEL_FIGURES = (
+    "val_by_source", "test_by_face_px", "test_bare_with_hand_accuracy", "test_bare_with_painted_mask_accuracy",
+    "test_bare_with_mask_painted_below_nose_accuracy", "finetune", "epochs", "best_epoch", "seconds", "machine",
+    "model", "test_two_class_accuracy", "operating_point", "metadata",
+)
+
+
 def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: list[dict],
                   averaged: MaskClassifier, scratch: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The paper's protocol on the test photos of every averaged model, for the average and for each model;
@@ -289,7 +302,9 @@ def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: 
         if name == "average":
             report["test"] = classification_report(y, probabilities.argmax(1), classifier.labels)
     report["averaged_from"] = [str(m) for m in models]
-    report.pop("val_by_source", None)  # the first model's, not the average's
+    # The first model's own figures are not the average's: kept apart, and the average's put in their place.
+    report["first_model_figures"] = {key: report.pop(key) for key in FIRST_MODEL_FIGURES if key in report}
+    report["test_two_class_accuracy"] = by_model[0]["two_class_accuracy"]  # the metadata: added by the caller
     files = {"split.csv": (scratch / "split.csv").read_bytes(), "report.json": json.dumps(report, indent=2).encode()}
     return {"test_accuracy": by_model[0]["accuracy"], "test_two_class_accuracy": by_model[0]["two_class_accuracy"],
             "test_photos": len(test), "test_by_model": by_model,

@@ -40,6 +40,10 @@ class TrainConfig:
     # Views of each bare training face with a painted mask, labelled with_mask. Off by default: measured, they
     # did not help on real masks (MODEL_CARD.md, "Black and patterned masks").
     painted_views: int = 0
+    # Views of each bare training face with a mask painted below the nose, labelled incorrect_mask (needs that
+    # class in the data). Real masks below the nose are the rarest class; beside painted_views, these make
+    # "is the nose covered" the one difference between two painted masks.
+    below_nose_views: int = 0
     unfreeze: str = "0"  # phase 2: "0" (none, the paper's frozen backbone), N top blocks, or "all"
     finetune_lr: float = 1e-5
     finetune_epochs: int = 8

@@ -145,13 +145,14 @@ def finetune(prep: Prepared, head: nn.Module, config: TrainConfig, first_epoch: 
 
 def _epoch_items(prep: Prepared, config: TrainConfig, epoch: int, rng: np.random.Generator
                  ) -> tuple[list[str], np.ndarray]:
-    """One fresh view of every training image, plus painted-mask views of bare faces at phase 1's rate."""
+    """One fresh view of every training image, plus painted-mask views of bare faces at phase 1's rates."""
     names, y = prep.items("train", [f"v{FIRST_VIEW + epoch}"])
-    if config.painted_views:
-        painted, y_painted = prep.items("train", [f"m{FIRST_VIEW + epoch}"])
-        keep = rng.random(len(painted)) < config.painted_views / config.views
-        names += [name for name, kept in zip(painted, keep, strict=True) if kept]
-        y = np.concatenate([y, y_painted[keep]])
+    for prefix, count in (("m", config.painted_views), ("u", config.below_nose_views)):
+        if count:
+            painted, y_painted = prep.items("train", [f"{prefix}{FIRST_VIEW + epoch}"])
+            keep = rng.random(len(painted)) < count / config.views
+            names += [name for name, kept in zip(painted, keep, strict=True) if kept]
+            y = np.concatenate([y, y_painted[keep]])
     return names, y
 
 

@@ -25,11 +25,13 @@ from tqdm import tqdm
 
 from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.classifier.onnx_classifier import MODEL_FILE_NAME
+from maskwatch.crops import face_in_crop
 from maskwatch.faces import YuNetDetector
 from maskwatch.labels import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
 from maskwatch.model_files import cache_dir as default_cache_dir
 from maskwatch.training.augment import (
     EVAL_FACE_SIZES,
+    NOSE_AND_MOUTH,
     as_small_face,
     occlude_lower_face,
     paint_mask,
@@ -78,6 +80,9 @@ def prepare(config: TrainConfig) -> Prepared:
     torch.manual_seed(config.seed)
 
     samples, labels = scan_sources(config.data_roots)
+    if config.below_nose_views and INCORRECT_MASK not in labels:
+        raise ValueError(f"below-nose views are labelled {INCORRECT_MASK}, a class none of the data folders has "
+                         "(a VOC scene set with masks worn below the nose brings it)")
     if config.limit:
         samples = _limit_per_class(samples, config.limit, config.seed)
     # One YuNet pass: the faces of the training folders are large, and the crop cache was built this way.
@@ -106,6 +111,13 @@ def prepare(config: TrainConfig) -> Prepared:
            "threshold": config.face_threshold, "augment": AUGMENT_VERSION, "seed": config.seed,
            "occlusion": config.occlusion, "head": config.head, "weights": weights_tag}
 
+    found_nose_and_mouth: dict[str, tuple[float, float]] = {}
+
+    def nose_and_mouth_of(sha: str, crop: np.ndarray) -> tuple[float, float]:
+        if sha not in found_nose_and_mouth:
+            found_nose_and_mouth[sha] = nose_and_mouth(crop, detector, config.crop_margin)
+        return found_nose_and_mouth[sha]
+
     def view(item: str) -> np.ndarray:
         sha, kind = item.split(":")
         crop = crop_cache.load(sha)
@@ -118,14 +130,20 @@ def prepare(config: TrainConfig) -> Prepared:
             return resize_to(occlude_lower_face(crop, np.random.default_rng([99, int(sha[:12], 16)])), size)
         if kind == "paint":
             return resize_to(paint_mask(crop, np.random.default_rng([98, int(sha[:12], 16)])), size)
+        if kind == "under":
+            rng = np.random.default_rng([97, int(sha[:12], 16)])
+            return resize_to(paint_mask(crop, rng, below_nose=nose_and_mouth_of(sha, crop)), size)
         if kind.startswith("m"):  # a random training view of a bare face with a painted mask
             rng = np.random.default_rng([config.seed, int(sha[:12], 16), 1000 + int(kind[1:])])
             return random_view(crop, size, rng, paint=True)
+        if kind.startswith("u"):  # ... with a mask painted below the nose
+            rng = np.random.default_rng([config.seed, int(sha[:12], 16), 2000 + int(kind[1:])])
+            return random_view(crop, size, rng, paint=True, below_nose=nose_and_mouth_of(sha, crop))
         rng = np.random.default_rng([config.seed, int(sha[:12], 16), int(kind[1:])])
         return random_view(crop, size, rng, occlude=config.occlusion and sha in bare)
 
     def members(split: str, kind: str) -> list[Sample]:
-        painted = kind == "paint" or kind.startswith("m")  # painted masks go on bare faces only
+        painted = painted_label(kind) is not None  # painted masks go on bare faces only
         return [s for s in by_split[split] if s.label == WITHOUT_MASK] if painted else by_split[split]
 
     def items(split: str, kinds: list[str]) -> tuple[list[str], np.ndarray]:
@@ -172,17 +190,49 @@ def train(config: TrainConfig) -> dict:
                   backbone=tuned.module)
 
 
+def nose_and_mouth(crop: np.ndarray, detector: YuNetDetector, margin: float) -> tuple[float, float]:
+    """Heights of the nose tip and the mouth in a crop's face box (fractions from its top), from the landmarks
+    of the face the detector finds at the crop's centre; ``NOSE_AND_MOUTH`` where it finds none there."""
+    lo, inner = face_in_crop(crop.shape[0], margin)
+    centre = crop.shape[0] / 2
+    near = [f for f in detector.detect(crop)
+            if abs((f.box[0] + f.box[2]) / 2 - centre) < 0.25 * inner
+            and abs((f.box[1] + f.box[3]) / 2 - centre) < 0.25 * inner]
+    if not near:
+        return NOSE_AND_MOUTH
+    landmarks = max(near, key=lambda f: f.score).landmarks
+    nose, mouth = (landmarks[2, 1] - lo) / inner, (landmarks[3:5, 1].mean() - lo) / inner
+    if not 0.4 <= nose < mouth <= 1.0:  # a landmark fit gone wrong
+        return NOSE_AND_MOUTH
+    return float(nose), float(mouth)
+
+
+def painted_label(kind: str) -> str | None:
+    """The label of a view kind that paints a mask on a bare face, or None for the other kinds.
+
+    "m1", "m2", ... (training) and "paint" (test) paint it over the nose: ``with_mask``; "u1", "u2", ... and
+    "under" below the nose: ``incorrect_mask``.
+    """
+    if kind == "paint" or kind[0] == "m":
+        return WITH_MASK
+    if kind == "under" or kind[0] == "u":
+        return INCORRECT_MASK
+    return None
+
+
 def item_label(sample: Sample, kind: str) -> str:
-    """A view's label: the sample's, except that a bare face with a painted mask ("m1", "m2", "paint") is masked."""
-    return WITH_MASK if kind == "paint" or kind.startswith("m") else sample.label
+    """A view's label: the sample's, except for a bare face with a painted mask (``painted_label``)."""
+    return painted_label(kind) or sample.label
 
 
 def training_features(prep: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     train_kinds = ["clean"] + [f"v{i}" for i in range(1, prep.config.views)]
     x_train, y_train = prep.features("train", train_kinds)
-    if prep.config.painted_views:  # a separate call, so the cache of the plain views stays valid
-        x_paint, y_paint = prep.features("train", [f"m{i}" for i in range(1, prep.config.painted_views + 1)])
-        x_train, y_train = np.concatenate([x_train, x_paint]), np.concatenate([y_train, y_paint])
+    # Separate calls, so that the cache of the plain views stays valid.
+    for prefix, count in (("m", prep.config.painted_views), ("u", prep.config.below_nose_views)):
+        if count:
+            x_paint, y_paint = prep.features("train", [f"{prefix}{i}" for i in range(1, count + 1)])
+            x_train, y_train = np.concatenate([x_train, x_paint]), np.concatenate([y_train, y_paint])
     x_val, y_val = prep.features("val", VALIDATION_KINDS)
     return x_train, y_train, x_val, y_val
 
@@ -233,6 +283,10 @@ def finish(
     hand_accuracy = float((probabilities[bare].argmax(1) == y_hand[bare]).mean()) if bare.any() else None
     probabilities, y_paint = scored("paint")
     paint_accuracy = float((probabilities.argmax(1) == y_paint).mean()) if len(y_paint) else None
+    below_nose_accuracy = None  # bare test faces with a mask painted below the nose, called incorrect_mask
+    if INCORRECT_MASK in labels:
+        probabilities, y_under = scored("under")
+        below_nose_accuracy = float((probabilities.argmax(1) == y_under).mean()) if len(y_under) else None
 
     if backbone is None:
         backbone = feature_module(_backbone_module(spec.name, size, config.backbone_weights), config.head)
@@ -263,6 +317,7 @@ def finish(
         "test_accuracy_by_face_px": {k: v["accuracy"] for k, v in by_size.items()},
         "test_bare_with_hand_accuracy": hand_accuracy,
         "test_bare_with_painted_mask_accuracy": paint_accuracy,
+        "test_bare_with_mask_painted_below_nose_accuracy": below_nose_accuracy,
         "face_threshold": config.face_threshold,
         "trained": time.strftime("%Y-%m-%d"),
         "maskwatch_train_config": {k: v for k, v in asdict(config).items() if k not in ("out_dir", "cache_dir")},
@@ -284,6 +339,7 @@ def finish(
         "val_by_source": val_by_source,
         "test_bare_with_hand_accuracy": hand_accuracy,
         "test_bare_with_painted_mask_accuracy": paint_accuracy,
+        "test_bare_with_mask_painted_below_nose_accuracy": below_nose_accuracy,
         "epochs": len(history),
         "best_epoch": int(np.argmin([h["val_loss"] for h in history])) + 1,
         "seconds": round(time.time() - prep.started, 1),
