@@ -131,6 +131,8 @@ def test_test_figures_count_only_photos_no_averaged_model_trained_on(tmp_path: P
     assert soup_report["test"]["n"] == 2
     # The figures are the average's; what the first run said of its own model is kept apart.
     assert soup_report["test_two_class_accuracy"] == meta["test_two_class_accuracy"]
+    assert soup_report["test_bare_with_hand_accuracy"] == meta["test_bare_with_hand_accuracy"]
+    assert meta["test_bare_with_hand_accuracy"] in (0.0, 1.0)  # one bare test photo, run b's fixed "bare" half
     assert soup_report["metadata"] == MaskClassifier(tmp_path / "soup" / "mask_classifier.onnx").metadata
 
 

@@ -94,6 +94,12 @@ def occlude_lower_face(view: np.ndarray, rng: np.random.Generator, margin: float
     return (alpha * hand + (1 - alpha) * view.astype(np.float32)).astype(np.uint8)
 
 
+def hand_over_mouth_view(crop: np.ndarray, key: str) -> np.ndarray:
+    """The test-time view of a bare face behind a hand: a fixed stream per photo (``key``, its sha256) that
+    training never draws from, so that every model is scored on the same hands."""
+    return occlude_lower_face(crop, np.random.default_rng([99, int(key[:12], 16)]))
+
+
 # Heights of the nose tip and the mouth in a face box (fractions from its top), for a face whose landmarks are
 # not known: the medians of YuNet's landmarks on the `face-mask` portraits (10th-90th percentile: nose tip
 # 0.59-0.72, mouth corners 0.74-0.88).

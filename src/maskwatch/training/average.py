@@ -32,8 +32,9 @@ from onnx import numpy_helper
 from maskwatch.classifier.onnx_classifier import METADATA_KEY, MODEL_FILE_NAME, MaskClassifier
 from maskwatch.crops import face_crop
 from maskwatch.images import ImageError, load_image
+from maskwatch.labels import WITHOUT_MASK
 from maskwatch.model_files import atomic_file, sha256_of
-from maskwatch.training.augment import resize_to
+from maskwatch.training.augment import hand_over_mouth_view, resize_to
 from maskwatch.training.data import Sample, read_split, scan_scenes, split_file_fingerprint, write_split
 from maskwatch.training.face_cache import run_crop_cache
 from maskwatch.training.metrics import classification_report
@@ -291,6 +292,7 @@ def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: 
             sample.split = EXCLUDED
     write_split(samples, roots, scratch / "split.csv")
     by_model = []
+    hand: float | None = None
     for name, classifier in [("average", averaged),
                              *((str(m), MaskClassifier(p)) for m, p in zip(models, paths, strict=True))]:
         y = np.array([classifier.labels.index(s.label) for s in test], int)
@@ -301,11 +303,26 @@ def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: 
                                                                   classifier.operating_point)})
         if name == "average":
             report["test"] = classification_report(y, probabilities.argmax(1), classifier.labels)
+            hand = _bare_with_hand_accuracy(classifier, test, crops)
     report["averaged_from"] = [str(m) for m in models]
     # The first model's own figures are not the average's: kept apart, and the average's put in their place.
     report["first_model_figures"] = {key: report.pop(key) for key in FIRST_MODEL_FIGURES if key in report}
     report["test_two_class_accuracy"] = by_model[0]["two_class_accuracy"]  # the metadata: added by the caller
+    report["test_bare_with_hand_accuracy"] = hand
     files = {"split.csv": (scratch / "split.csv").read_bytes(), "report.json": json.dumps(report, indent=2).encode()}
     return {"test_accuracy": by_model[0]["accuracy"], "test_two_class_accuracy": by_model[0]["two_class_accuracy"],
+            "test_bare_with_hand_accuracy": hand,
             "test_photos": len(test), "test_by_model": by_model,
             "test_photos_are": "the test photos of every averaged model's split (never trained on by any)"}, files
+
+
+def _bare_with_hand_accuracy(classifier: MaskClassifier, test: list[Sample], crops: list[np.ndarray]
+                             ) -> float | None:
+    """Training's hand measure for the average: the share of bare test faces with a hand over the mouth (the
+    same hands as ``maskwatch train`` scores) still called ``without_mask`` (argmax); None without bare faces."""
+    bare = [i for i, s in enumerate(test) if s.label == WITHOUT_MASK]
+    if not bare:
+        return None
+    views = [resize_to(hand_over_mouth_view(crops[i], test[i].sha256), classifier.input_size) for i in bare]
+    probabilities = np.concatenate([classifier.probabilities(views[i:i + 64]) for i in range(0, len(views), 64)])
+    return float((probabilities.argmax(1) == classifier.labels.index(WITHOUT_MASK)).mean())

@@ -33,7 +33,7 @@ from maskwatch.training.augment import (
     EVAL_FACE_SIZES,
     NOSE_AND_MOUTH,
     as_small_face,
-    occlude_lower_face,
+    hand_over_mouth_view,
     paint_mask,
     random_view,
     resize_to,
@@ -127,7 +127,7 @@ def prepare(config: TrainConfig) -> Prepared:
             return as_small_face(crop, int(kind[2:]), size, config.crop_margin)
         # Evaluation only: a hand over the mouth, or a painted mask, from generator streams training never used.
         if kind == "hand":
-            return resize_to(occlude_lower_face(crop, np.random.default_rng([99, int(sha[:12], 16)])), size)
+            return resize_to(hand_over_mouth_view(crop, sha), size)
         if kind == "paint":
             return resize_to(paint_mask(crop, np.random.default_rng([98, int(sha[:12], 16)])), size)
         if kind == "under":
