@@ -15,16 +15,20 @@ from pathlib import Path
 
 def rows(report: dict, evaluation: dict) -> dict[str, object]:
     by_px = report.get("test_by_face_px", {})  # none for an average (maskwatch average)
+    averaged = "averaged_from" in report  # maskwatch average: the config is its first run's, not its own
     out: dict[str, object] = {
-        "split fingerprint": report["metadata"]["split_fingerprint"],
-        "unfreeze": report["config"].get("unfreeze", "0"),
-        "painted views": report["config"].get("painted_views", 0),
+        # An average of runs split apart has no single split fingerprint.
+        "split fingerprint": report.get("metadata", {}).get("split_fingerprint"),
+        "unfreeze": None if averaged else report["config"].get("unfreeze", "0"),
+        "painted views": None if averaged else report["config"].get("painted_views", 0),
+        "below-nose views": None if averaged else report["config"].get("below_nose_views", 0),
         "test accuracy": report["test"]["accuracy"],
         **{f"test accuracy, {px} px faces": by_px[px]["accuracy"] for px in by_px},
         "ROC AUC": evaluation["test"]["roc_auc"],
         "ECE": evaluation["test"]["ece"],
         "bare + hand, called bare": report.get("test_bare_with_hand_accuracy"),
         "bare + painted mask, called masked": report.get("test_bare_with_painted_mask_accuracy"),
+        "bare + mask painted below the nose, called so": report.get("test_bare_with_mask_painted_below_nose_accuracy"),
     }
     for kind, scores in evaluation.get("test_masked_recall_by_appearance", {}).items():
         for view in ("clean", "16", "24"):

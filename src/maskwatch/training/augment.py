@@ -203,7 +203,7 @@ def paint_mask(
 
 def random_view(
     crop: np.ndarray, out_size: int, rng: np.random.Generator, occlude: bool = False, paint: bool = False,
-    below_nose: tuple[float, float] | None = None,
+    below_nose: tuple[float, float] | None = None, margin: float = DEFAULT_MARGIN,
 ) -> np.ndarray:
     """One random training view: geometry, colour, blur, resolution and JPEG, in camera order.
 
@@ -216,7 +216,7 @@ def random_view(
     if occlude and rng.random() < 0.3:
         view = occlude_lower_face(view, rng)
     if paint:
-        view = paint_mask(view, rng, below_nose=below_nose)
+        view = paint_mask(view, rng, margin, below_nose=below_nose)
     # Small rotation, zoom and shift: detectors' boxes wobble around the face.
     angle = rng.uniform(-15, 15)
     scale = rng.uniform(0.9, 1.12)

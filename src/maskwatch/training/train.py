@@ -109,7 +109,9 @@ def prepare(config: TrainConfig) -> Prepared:
     bare = {s.sha256 for s in samples if s.label == WITHOUT_MASK}
     key = {"backbone": spec.name, "size": size, "margin": config.crop_margin,
            "threshold": config.face_threshold, "augment": AUGMENT_VERSION, "seed": config.seed,
-           "occlusion": config.occlusion, "head": config.head, "weights": weights_tag}
+           "occlusion": config.occlusion, "head": config.head, "weights": weights_tag,
+           # The face model cuts the crops (and places the masks painted below the nose): its features are its own.
+           "face_model": crop_cache.folder.name}
 
     found_nose_and_mouth: dict[str, tuple[float, float]] = {}
 
@@ -132,13 +134,15 @@ def prepare(config: TrainConfig) -> Prepared:
             return resize_to(paint_mask(crop, np.random.default_rng([98, int(sha[:12], 16)])), size)
         if kind == "under":
             rng = np.random.default_rng([97, int(sha[:12], 16)])
-            return resize_to(paint_mask(crop, rng, below_nose=nose_and_mouth_of(sha, crop)), size)
+            below = nose_and_mouth_of(sha, crop)
+            return resize_to(paint_mask(crop, rng, config.crop_margin, below_nose=below), size)
         if kind.startswith("m"):  # a random training view of a bare face with a painted mask
             rng = np.random.default_rng([config.seed, int(sha[:12], 16), 1000 + int(kind[1:])])
             return random_view(crop, size, rng, paint=True)
         if kind.startswith("u"):  # ... with a mask painted below the nose
             rng = np.random.default_rng([config.seed, int(sha[:12], 16), 2000 + int(kind[1:])])
-            return random_view(crop, size, rng, paint=True, below_nose=nose_and_mouth_of(sha, crop))
+            return random_view(crop, size, rng, paint=True, below_nose=nose_and_mouth_of(sha, crop),
+                               margin=config.crop_margin)
         rng = np.random.default_rng([config.seed, int(sha[:12], 16), int(kind[1:])])
         return random_view(crop, size, rng, occlude=config.occlusion and sha in bare)
 
