@@ -160,6 +160,7 @@ def paint_mask(
     def at(u: float, v: float) -> tuple[float, float]:
         return lo + u * inner, lo + v * inner
 
+    # (The draws keep their order whichever the branch, so masks over the nose are what they were before.)
     if below_nose:  # from a little under the nose tip to a little over the mouth corners
         nose, mouth = below_nose
         top = nose + rng.uniform(0.2, 0.6) * max(mouth - nose, 0.05)

@@ -178,10 +178,9 @@ def average_models(models: Sequence[str | Path], out: str | Path, scenes: str | 
         search["chosen_on"] = f"annotated faces of {scenes} (split {split}, {images} images, crops as inference)"
         metadata["operating_point"] = {**point.to_dict(), "search": search}
         classifier.operating_point = point  # the test figures are taken at the new operating point
-        test, files = _test_figures(models, paths, sources, classifier, Path(tmp))
+        test, files, run_report = _test_figures(models, paths, sources, classifier, Path(tmp))
         metadata.update(test)
-    if "report.json" in files:  # the run report of the average: its metadata and operating point
-        run_report = json.loads(files["report.json"])
+    if run_report is not None:  # the run report of the average, with its metadata and operating point
         run_report.update(metadata=metadata, operating_point=metadata["operating_point"])
         files["report.json"] = json.dumps(run_report, indent=2).encode()
     _set_metadata(proto, metadata)
@@ -250,9 +249,11 @@ FIRST_MODEL_FIGURES = (
 
 
 def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: list[dict],
-                  averaged: MaskClassifier, scratch: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+                  averaged: MaskClassifier, scratch: Path
+                  ) -> tuple[dict[str, Any], dict[str, bytes], dict[str, Any] | None]:
     """The paper's protocol on the test photos of every averaged model, for the average and for each model;
-    and the average's ``split.csv`` and ``report.json`` (as bytes, written by the caller).
+    the average's ``split.csv`` (as bytes) and its run report (``report.json``: the caller adds the metadata
+    and writes both).
 
     A photo counts only if no model trained on it: models split apart (another face detector cut the crops
     that group near-copies, say) put different photos in their test splits. Needs the first model's run
@@ -261,11 +262,11 @@ def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: 
     """
     run = Path(models[0])
     if not (run.is_dir() and (run / "report.json").is_file() and (run / "split.csv").is_file()):
-        return {"test_figures": "none: the first model is not a run folder with report.json and split.csv"}, {}
+        return {"test_figures": "none: the first model is not a run folder with report.json and split.csv"}, {}, None
     splits = [_member_split(m, meta) for m, meta in zip(models, sources, strict=True)]
     for model, member, meta in zip(models, splits, sources, strict=True):
         if member is None and meta.get("split_fingerprint") != sources[0].get("split_fingerprint"):
-            return {"test_figures": f"none: {model} has no split.csv and was split otherwise than {run}"}, {}
+            return {"test_figures": f"none: {model} has no split.csv and was split otherwise than {run}"}, {}, None
     try:
         report = json.loads((run / "report.json").read_text())
         config = report["config"]
@@ -282,7 +283,7 @@ def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: 
     records = cache.build(test)
     test = [s for s in test if not records[s.sha256].error]
     if not test:
-        return {"test_figures": "none: no test photo is a test photo of every averaged model"}, {}
+        return {"test_figures": "none: no test photo is a test photo of every averaged model"}, {}, None
     crops = [cache.load(s.sha256) for s in test]
     kept = {s.sha256 for s in test}
     for sample in samples:
@@ -307,13 +308,15 @@ def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: 
     report["averaged_from"] = [str(m) for m in models]
     # The first model's own figures are not the average's: kept apart, and the average's put in their place.
     report["first_model_figures"] = {key: report.pop(key) for key in FIRST_MODEL_FIGURES if key in report}
-    report["test_two_class_accuracy"] = by_model[0]["two_class_accuracy"]  # the metadata: added by the caller
+    report["test_two_class_accuracy"] = by_model[0]["two_class_accuracy"]
     report["test_bare_with_hand_accuracy"] = hand
-    files = {"split.csv": (scratch / "split.csv").read_bytes(), "report.json": json.dumps(report, indent=2).encode()}
-    return {"test_accuracy": by_model[0]["accuracy"], "test_two_class_accuracy": by_model[0]["two_class_accuracy"],
-            "test_bare_with_hand_accuracy": hand,
-            "test_photos": len(test), "test_by_model": by_model,
-            "test_photos_are": "the test photos of every averaged model's split (never trained on by any)"}, files
+    files = {"split.csv": (scratch / "split.csv").read_bytes()}
+    test_figures = {
+        "test_accuracy": by_model[0]["accuracy"], "test_two_class_accuracy": by_model[0]["two_class_accuracy"],
+        "test_bare_with_hand_accuracy": hand, "test_photos": len(test), "test_by_model": by_model,
+        "test_photos_are": "the test photos of every averaged model's split (never trained on by any)",
+    }
+    return test_figures, files, report
 
 
 def _bare_with_hand_accuracy(classifier: MaskClassifier, test: list[Sample], crops: list[np.ndarray]

@@ -60,6 +60,12 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     @property
+    def painted_view_counts(self) -> dict[str, int]:
+        """Views per bare training face with a painted mask, by view-kind prefix: "m" over the nose (labelled
+        with_mask), "u" below it (incorrect_mask)."""
+        return {"m": self.painted_views, "u": self.below_nose_views}
+
+    @property
     def data_roots(self) -> list[Path]:
         return [Path(p) for p in [self.data_dir, *self.extra_data]]
 

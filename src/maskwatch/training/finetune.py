@@ -147,7 +147,7 @@ def _epoch_items(prep: Prepared, config: TrainConfig, epoch: int, rng: np.random
                  ) -> tuple[list[str], np.ndarray]:
     """One fresh view of every training image, plus painted-mask views of bare faces at phase 1's rates."""
     names, y = prep.items("train", [f"v{FIRST_VIEW + epoch}"])
-    for prefix, count in (("m", config.painted_views), ("u", config.below_nose_views)):
+    for prefix, count in config.painted_view_counts.items():
         if count:
             painted, y_painted = prep.items("train", [f"{prefix}{FIRST_VIEW + epoch}"])
             keep = rng.random(len(painted)) < count / config.views

@@ -130,19 +130,15 @@ def prepare(config: TrainConfig) -> Prepared:
         # Evaluation only: a hand over the mouth, or a painted mask, from generator streams training never used.
         if kind == "hand":
             return resize_to(hand_over_mouth_view(crop, sha), size)
-        if kind == "paint":
-            return resize_to(paint_mask(crop, np.random.default_rng([98, int(sha[:12], 16)])), size)
-        if kind == "under":
-            rng = np.random.default_rng([97, int(sha[:12], 16)])
-            below = nose_and_mouth_of(sha, crop)
-            return resize_to(paint_mask(crop, rng, config.crop_margin, below_nose=below), size)
-        if kind.startswith("m"):  # a random training view of a bare face with a painted mask
-            rng = np.random.default_rng([config.seed, int(sha[:12], 16), 1000 + int(kind[1:])])
-            return random_view(crop, size, rng, paint=True)
-        if kind.startswith("u"):  # ... with a mask painted below the nose
-            rng = np.random.default_rng([config.seed, int(sha[:12], 16), 2000 + int(kind[1:])])
-            return random_view(crop, size, rng, paint=True, below_nose=nose_and_mouth_of(sha, crop),
-                               margin=config.crop_margin)
+        painted = painted_label(kind)
+        if painted is not None:  # a bare face with a mask painted over the nose, or below it
+            below = nose_and_mouth_of(sha, crop) if painted == INCORRECT_MASK else None
+            if kind in ("paint", "under"):  # test views
+                rng = np.random.default_rng([98 if kind == "paint" else 97, int(sha[:12], 16)])
+                return resize_to(paint_mask(crop, rng, config.crop_margin, below_nose=below), size)
+            stream = (1000 if kind[0] == "m" else 2000) + int(kind[1:])  # training views "m1", "u1", ...
+            rng = np.random.default_rng([config.seed, int(sha[:12], 16), stream])
+            return random_view(crop, size, rng, paint=True, below_nose=below, margin=config.crop_margin)
         rng = np.random.default_rng([config.seed, int(sha[:12], 16), int(kind[1:])])
         return random_view(crop, size, rng, occlude=config.occlusion and sha in bare)
 
@@ -233,7 +229,7 @@ def training_features(prep: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarra
     train_kinds = ["clean"] + [f"v{i}" for i in range(1, prep.config.views)]
     x_train, y_train = prep.features("train", train_kinds)
     # Separate calls, so that the cache of the plain views stays valid.
-    for prefix, count in (("m", prep.config.painted_views), ("u", prep.config.below_nose_views)):
+    for prefix, count in prep.config.painted_view_counts.items():
         if count:
             x_paint, y_paint = prep.features("train", [f"{prefix}{i}" for i in range(1, count + 1)])
             x_train, y_train = np.concatenate([x_train, x_paint]), np.concatenate([y_train, y_paint])
