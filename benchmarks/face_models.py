@@ -3,10 +3,12 @@
     python benchmarks/face_models.py ../shared/datasets/mask-scenes [--split val] [--min-face 16] [--iou 0.5]
 
 Rows: the stock YuNet (OpenCV Zoo 2023mar) with its old photo default (1x, 2x and 3x passes, the enlarged
-ones also mirrored) and with one pass, then maskwatch's shipped model with one pass and with a 2x pass more.
+ones also mirrored) and with one pass, then maskwatch's shipped model with one pass and with a 2x pass more
+(the way its file says: not mirrored, faces up to 48 px; and the stock model's way, for comparison).
 Every detector runs on the same photos in one process, so the times compare (this machine is noisy).
 ``--face-model FILE`` adds a row for another model (e.g. a new ``train-detector`` run), ``--detector NAME`` two
-rows for another detector of the registry (e.g. ``retinaface``): one pass, and one pass more at 2x.
+rows for another detector of the registry (e.g. ``retinaface``): one pass, and one pass more at 2x;
+``--extra-pass-max-face PX`` a row for the shipped model's 2x pass adding faces up to PX px (how 48 was chosen).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from maskwatch.evaluation.common import fmt, markdown_table
 from maskwatch.evaluation.detector import SIZE_GROUPS, evaluate_detector
 from maskwatch.evaluation.scenes import IOU_THRESHOLD
 from maskwatch.faces import create_detector
+from maskwatch.faces.passes import EXTRA_PASS_MAX_FACE
 from maskwatch.faces.yunet import STOCK_PHOTO_EXTRA_SCALES, YuNetDetector
 
 CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
@@ -32,6 +35,8 @@ def main() -> int:
                         help="overlap that finds a face (lower: how many misses are boxes drawn in another style)")
     parser.add_argument("--face-model", action="append", default=[], help="another model file (repeatable)")
     parser.add_argument("--detector", action="append", default=[], help="another detector by name (repeatable)")
+    parser.add_argument("--extra-pass-max-face", type=float, action="append", default=[],
+                        help="a row for the shipped model's 2x pass (not mirrored) adding faces up to PX (repeatable)")
     args = parser.parse_args()
     shipped = YuNetDetector()
     rows = [
@@ -41,6 +46,11 @@ def main() -> int:
         (f"maskwatch, photo default ({len(shipped.extra_scales) + 1} pass, threshold {shipped.score_threshold:g})",
          shipped),
         ("maskwatch, + a 2x pass", YuNetDetector(extra_scales=(2.0,))),
+        ("maskwatch, + a 2x pass the stock model's way (mirrored, faces up to 128 px)",
+         YuNetDetector(extra_scales=(2.0,), mirror_extra_passes=True, extra_pass_max_face=EXTRA_PASS_MAX_FACE)),
+        *((f"maskwatch, + a 2x pass adding faces up to {px:g} px", YuNetDetector(extra_scales=(2.0,),
+                                                                                  extra_pass_max_face=px))
+          for px in args.extra_pass_max_face),
         *((f"{path}, 1 pass", YuNetDetector(path, extra_scales=())) for path in args.face_model),
         *((f"{name}, {label}", create_detector(name, extra_scales=scales)) for name in args.detector
           for label, scales in (("1 pass", ()), ("+ a 2x pass", (2.0,)))),

@@ -5,7 +5,10 @@ in which at least one face scores that high (masked faces score lower), and the
 number of face-free photos (scikit-image's samples without people, at three scales and
 mirrored: 72 images) with a false face.
 
-    python benchmarks/face_threshold.py ../shared/datasets/face-mask
+    python benchmarks/face_threshold.py ../shared/datasets/face-mask [--face-model FILE] [--extra-scale 2]
+
+The face-free photos go through the model's photo default passes, or ``--extra-scale`` ones
+(``--extra-passes-as-stock``: mirrored, faces up to 128 px, the stock model's way).
 
 Detections are cached with the training crop cache, so a second run is instant.
 """
@@ -19,6 +22,7 @@ import cv2
 import numpy as np
 
 from maskwatch.faces import YuNetDetector
+from maskwatch.faces.passes import EXTRA_PASS_MAX_FACE
 from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
 from maskwatch.model_files import cache_dir
 from maskwatch.training.data import scan_dataset
@@ -53,6 +57,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir")
     parser.add_argument("--face-model")
+    parser.add_argument("--extra-scale", type=float, action="append", default=None,
+                        help="face-free photos: a pass at this multiple of the base scale (repeatable)")
+    parser.add_argument("--extra-passes-as-stock", action="store_true",
+                        help="face-free photos: extra passes mirrored, faces up to 128 px (the stock model's way)")
     args = parser.parse_args()
     samples, labels = scan_dataset(args.data_dir)
     detector = YuNetDetector(args.face_model, extra_scales=())  # as training cuts its crops
@@ -62,7 +70,11 @@ def main() -> int:
                              for s in samples if s.label == label and not records[s.sha256].error])
             for label in labels}
     default = YuNetDetector(args.face_model).score_threshold  # from the model's metadata (stock: 0.5)
-    detector = YuNetDetector(args.face_model, score_threshold=STORE_THRESHOLD)  # the photo default passes
+    as_stock = args.extra_passes_as_stock
+    detector = YuNetDetector(args.face_model, score_threshold=STORE_THRESHOLD,  # None: the photo default's passes
+                             extra_scales=tuple(args.extra_scale) if args.extra_scale else None,
+                             mirror_extra_passes=True if as_stock else None,
+                             extra_pass_max_face=EXTRA_PASS_MAX_FACE if as_stock else None)
     negatives = [max([f.score for f in detector.detect(img)], default=0.0) for img in face_free_images()]
     print(f"images: {', '.join(f'{label} {len(v)}' for label, v in best.items())}; "
           f"face-free photos: {len(negatives)}")

@@ -24,6 +24,7 @@ import numpy as np
 
 from maskwatch import MaskDetector
 from maskwatch.evaluation.appearance import APPEARANCES, mask_appearance
+from maskwatch.faces.passes import EXTRA_PASS_MAX_FACE
 from maskwatch.faces.yunet import YuNetDetector
 from maskwatch.images import load_image
 from maskwatch.labels import WITH_MASK as MASK_LABEL
@@ -68,6 +69,8 @@ def main() -> int:
     parser.add_argument("--extra-scale", type=float, action="append", default=None,
                         help="detector: add a pass at this multiple of the base scale (repeatable)")
     parser.add_argument("--one-pass", action="store_true", help="detector: no extra passes")
+    parser.add_argument("--extra-passes-as-stock", action="store_true",
+                        help="detector: run the extra passes the stock model's way (mirrored, faces up to 128 px)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2, help="times each test face is pasted (other sizes)")
     parser.add_argument("--scenes-out", help="write the first scenes, drawn, here (for a look; not to commit)")
@@ -83,6 +86,8 @@ def main() -> int:
         detector.faces.extra_scales = tuple(args.extra_scale)
     if args.one_pass:
         detector.faces.extra_scales = ()
+    if args.extra_passes_as_stock:
+        detector.faces.mirror_extra_passes, detector.faces.extra_pass_max_face = True, EXTRA_PASS_MAX_FACE
     single_pass = YuNetDetector("stock", extra_scales=())  # the split as the shipped classifier's training cut it
     samples, cache = split_portraits(args.data_dir, single_pass, cache_dir() / "train")
     records = cache.records

@@ -157,7 +157,7 @@ def test_face_models_are_averaged_toward_the_stock_weights(yunet_path: Path, tmp
     that cv2.FaceDetectorYN loads, the photo defaults chosen again on --scenes val and the members recorded."""
     import cv2
 
-    from maskwatch.faces.yunet import METADATA_SCORE_THRESHOLD, SHIPPED_FACE_MODEL
+    from maskwatch.faces.yunet import METADATA_SCORE_THRESHOLD, SHIPPED_FACE_MODEL, YuNetDetector
 
     scenes = scene_subset(tmp_path / "scenes", per_split=2, splits=("val",))
     out = tmp_path / "soup"
@@ -181,6 +181,7 @@ def test_face_models_are_averaged_toward_the_stock_weights(yunet_path: Path, tmp
     figures = json.loads(metadata["maskwatch.val_figures"])["scenes"]
     assert figures["images"] == 2 and figures["score_threshold"] == float(metadata[METADATA_SCORE_THRESHOLD])
     assert "maskwatch.best_epoch" not in metadata  # a fact of the first model, not of the mean
+    assert YuNetDetector(model).mirror_extra_passes is False  # how its extra passes run: written again
     assert json.loads((out / "average.json").read_text())["sha256"] == sha256_of(model)
     assert "Chosen: extra passes" in (out / "detector_val.md").read_text()
     image = cv2.imread(str(Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"))

@@ -198,6 +198,7 @@ def test_train_detector_end_to_end(yunet_path: Path, tmp_path: Path) -> None:
     figures = json.loads(metadata["maskwatch.val_figures"])["scenes"]
     assert figures["images"] == 2 and figures["score_threshold"] == float(metadata["maskwatch.score_threshold"])
     assert json.loads(metadata["maskwatch.photo_extra_scales"]) in ([], [2.0])
+    assert (metadata["maskwatch.mirror_extra_passes"], metadata["maskwatch.extra_pass_max_face"]) == ("false", "48")
     report = json.loads((out / "detector_report.json").read_text())
     assert report["train_images"] == 8 and len(report["history"]) == 2
     assert report["box_styles"] and all(source.startswith("scenes:") for source in report["box_styles"])

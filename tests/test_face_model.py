@@ -7,13 +7,19 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, SCENES
 
 from maskwatch import MaskDetector, Options
+from maskwatch.faces.passes import EXTRA_PASS_MAX_FACE, MultiPassDetector
 from maskwatch.faces.yunet import (
+    METADATA_EXTRA_PASS_MAX_FACE,
     METADATA_EXTRA_SCALES,
+    METADATA_MIRROR_EXTRA_PASSES,
     METADATA_SCORE_THRESHOLD,
+    OWN_EXTRA_PASS_MAX_FACE,
+    OWN_MIRROR_EXTRA_PASSES,
     SHIPPED_FACE_MODEL,
     SHIPPED_FACE_MODEL_SHA256,
     STOCK_PHOTO_EXTRA_SCALES,
@@ -53,12 +59,51 @@ def test_defaults_come_from_the_model_and_stock_is_one_option_away(yunet_path: P
     assert shipped.model_path == SHIPPED_FACE_MODEL
     assert shipped.score_threshold == float(metadata[METADATA_SCORE_THRESHOLD])
     assert list(shipped.extra_scales) == json.loads(metadata[METADATA_EXTRA_SCALES])
+    # How an extra pass runs (`--extra-scales 2`): the shipped model's file says not mirrored, faces up to 48 px;
+    # the stock file says nothing, so mirrored, up to 128 px; an option still wins over the file.
+    assert metadata[METADATA_MIRROR_EXTRA_PASSES] == json.dumps(OWN_MIRROR_EXTRA_PASSES) == "false"
+    assert float(metadata[METADATA_EXTRA_PASS_MAX_FACE]) == OWN_EXTRA_PASS_MAX_FACE == 48
+    assert (shipped.mirror_extra_passes, shipped.extra_pass_max_face) == (False, 48)
+    assert YuNetDetector(mirror_extra_passes=True, extra_pass_max_face=64).mirror_extra_passes is True
     stock = YuNetDetector("stock")  # $MASKWATCH_FACE_MODEL, the cache or a verified download
     assert sha256_of(stock.model_path) == YUNET.sha256
     assert stock.extra_scales == STOCK_PHOTO_EXTRA_SCALES and stock.score_threshold == 0.5
+    assert (stock.mirror_extra_passes, stock.extra_pass_max_face) == (True, EXTRA_PASS_MAX_FACE)
     pipeline = MaskDetector.from_options(Options.photo(face_model="stock"))
     assert pipeline.faces.model_path == stock.model_path  # type: ignore[attr-defined]
     assert MaskDetector().detect(str(ASTRONAUT))  # the default pipeline finds the astronaut with the shipped model
+
+
+class _OneFaceNet(MultiPassDetector):
+    """A net that finds one square face of ``size`` px (at the photo's own scale) at every scale, and counts runs."""
+
+    def __init__(self, size: float, **options: object) -> None:
+        super().__init__(0.5, extra_scales=(2.0,), **options)  # type: ignore[arg-type]
+        self.size, self.runs = size, 0
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        self.runs += 1
+        scale = image.shape[1] / 640
+        row = np.zeros((1, 15), np.float32)
+        row[0, :4] = [(320 - self.size / 2) * scale, 100 * scale, self.size * scale, self.size * scale]  # centred
+        row[0, 14] = 0.9 if scale > 1 else 0.0  # only the 2x pass sees it
+        return row[row[:, 14] >= self.score_threshold]
+
+
+@pytest.mark.parametrize(("size", "max_face", "kept"), [(40, 48, True), (60, 48, False), (60, 128, True)])
+@pytest.mark.parametrize("mirror", [True, False])
+def test_an_extra_pass_adds_faces_up_to_its_limit_and_mirrors_when_asked(size: float, max_face: float, kept: bool,
+                                                                        mirror: bool) -> None:
+    net = _OneFaceNet(size, mirror_extra_passes=mirror, extra_pass_max_face=max_face)
+    faces = net.detect(np.zeros((480, 640, 3), np.uint8))
+    assert len(faces) == kept
+    assert net.runs == (3 if mirror else 2)  # the photo's pass, the 2x pass, and its mirrored copy if asked
+
+
+@pytest.mark.parametrize("max_face", [0.0, -1.0, float("nan")])
+def test_an_extra_pass_limit_must_be_positive(max_face: float) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        _OneFaceNet(10, extra_pass_max_face=max_face)
 
 
 @pytest.mark.parametrize("threshold", [-1.0, 1.5, float("nan")])

@@ -95,15 +95,17 @@ def choose_photo_defaults(model: Path, data: Sequence[str], base: Path, quiet: b
         sweep_markdown,
         sweep_thresholds,
     )
-    from maskwatch.faces.yunet import YuNetDetector
+    from maskwatch.faces.yunet import OWN_EXTRA_PASS_MAX_FACE, OWN_MIRROR_EXTRA_PASSES, YuNetDetector
 
     figures: dict = {}
     chosen = None
     stock = evaluate_detector(data[0], YuNetDetector(base, extra_scales=()), split="val", limit=limit)
     budget = stock["false_faces_per_image"] or 0.0
     for root in data:
-        sweeps = {scales: sweep_thresholds(root, YuNetDetector(model, extra_scales=scales), list(SWEEP_THRESHOLDS),
-                                           split="val", progress=not quiet, limit=limit)
+        sweeps = {scales: sweep_thresholds(root, YuNetDetector(model, extra_scales=scales,  # the passes it will store
+                                                               mirror_extra_passes=OWN_MIRROR_EXTRA_PASSES,
+                                                               extra_pass_max_face=OWN_EXTRA_PASS_MAX_FACE),
+                                           list(SWEEP_THRESHOLDS), split="val", progress=not quiet, limit=limit)
                   for scales in PASS_CANDIDATES}
         chosen = chosen or choose_face_defaults(sweeps, budget)
         scales, threshold = chosen
@@ -122,10 +124,19 @@ def choose_photo_defaults(model: Path, data: Sequence[str], base: Path, quiet: b
 
 def photo_defaults_metadata(chosen: tuple[tuple[float, ...], float]) -> dict[str, str]:
     """The metadata entries that make ``chosen`` (extra passes, score threshold) a face model's defaults."""
-    from maskwatch.faces.yunet import METADATA_EXTRA_SCALES, METADATA_SCORE_THRESHOLD
+    from maskwatch.faces.yunet import (
+        METADATA_EXTRA_PASS_MAX_FACE,
+        METADATA_EXTRA_SCALES,
+        METADATA_MIRROR_EXTRA_PASSES,
+        METADATA_SCORE_THRESHOLD,
+        OWN_EXTRA_PASS_MAX_FACE,
+        OWN_MIRROR_EXTRA_PASSES,
+    )
 
     scales, threshold = chosen
-    return {METADATA_SCORE_THRESHOLD: f"{threshold:g}", METADATA_EXTRA_SCALES: json.dumps(list(scales))}
+    return {METADATA_SCORE_THRESHOLD: f"{threshold:g}", METADATA_EXTRA_SCALES: json.dumps(list(scales)),
+            METADATA_MIRROR_EXTRA_PASSES: json.dumps(OWN_MIRROR_EXTRA_PASSES),
+            METADATA_EXTRA_PASS_MAX_FACE: f"{OWN_EXTRA_PASS_MAX_FACE:g}"}
 
 
 def cmd_train_detector(args: argparse.Namespace) -> int:

@@ -30,8 +30,9 @@ MIRRORED_LANDMARKS = [1, 0, 2, 4, 3]
 MAX_PASS_LONG_SIDE = 4096
 # A 2x pass keeps only faces up to this height (px at the base scale), a 3x pass half of it: larger
 # ones are found by the base pass, and what an enlarged pass finds at that size is mostly false
-# (a hand, a mission badge: seen on held-out photos and on examples/astronaut.jpg).
-EXTRA_PASS_MAX_FACE = 128
+# (a hand, a mission badge: seen on held-out photos and on examples/astronaut.jpg). Measured for the stock
+# YuNet; a face model may store its own (``faces/yunet.py``, METADATA_EXTRA_PASS_MAX_FACE).
+EXTRA_PASS_MAX_FACE = 128.0
 # Faces lower than this (px in the image) are dropped: too small to classify, and mostly texture.
 MIN_FACE_PX = 12
 
@@ -52,21 +53,26 @@ class MultiPassDetector:
     """The passes of a face detector; a subclass runs its net on one image in ``_run``.
 
     ``extra_scales`` adds passes at multiples of the base scale (e.g. ``(2.0,)``) whose boxes are merged with
-    non-maximum suppression: slower, finds smaller faces.
+    non-maximum suppression: slower, finds smaller faces. ``mirror_extra_passes`` runs each of them on the
+    mirrored image too; ``extra_pass_max_face`` is the tallest face (px at the base scale) a 2x pass may add.
     """
 
     def __init__(self, score_threshold: float, nms_threshold: float = DEFAULT_NMS_THRESHOLD,
                  min_long_side: int = MIN_LONG_SIDE, max_long_side: int = MAX_LONG_SIDE,
-                 extra_scales: tuple[float, ...] = (), mirror_extra_passes: bool = True) -> None:
+                 extra_scales: tuple[float, ...] = (), mirror_extra_passes: bool = True,
+                 extra_pass_max_face: float = EXTRA_PASS_MAX_FACE) -> None:
         for name, value in (("face score threshold", score_threshold), ("NMS threshold", nms_threshold)):
             if not 0.0 <= value <= 1.0:  # NaN too
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if not extra_pass_max_face > 0:  # NaN too
+            raise ValueError(f"the largest face of an extra pass must be positive, got {extra_pass_max_face}")
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.min_long_side = min_long_side
         self.max_long_side = max_long_side
         self.extra_scales = tuple(extra_scales)
         self.mirror_extra_passes = mirror_extra_passes
+        self.extra_pass_max_face = float(extra_pass_max_face)
 
     def _run(self, image: np.ndarray) -> np.ndarray:
         """The net's rows (x, y, w, h, landmarks, score) for ``image``, in its pixels, after its own NMS."""
@@ -98,11 +104,11 @@ class MultiPassDetector:
         rows = [self._detect_at(image, scales[0])]
         for scale in scales[1:]:
             # An enlarged pass is there for small faces; big "faces" it finds are hands, badges and shelves.
-            # The more a pass enlarges, the smaller the faces it is trusted with: 128 px at 2x, 64 at 3x.
+            # The more a pass enlarges, the smaller the faces it is trusted with: the limit at 2x, half at 3x.
             extra = self._detect_at(image, scale)
             if self.mirror_extra_passes:
                 extra = np.concatenate([extra, self._detect_mirrored(image, scale)])
-            limit = EXTRA_PASS_MAX_FACE / max(1.0, scale / scales[0] - 1.0)
+            limit = self.extra_pass_max_face / max(1.0, scale / scales[0] - 1.0)
             rows.append(extra[extra[:, 3] * scales[0] <= limit])
         found = np.concatenate(rows)
         found = found[found[:, 3] >= MIN_FACE_PX]

@@ -20,6 +20,7 @@ from maskwatch.cores import usable_cores
 from maskwatch.faces.base import register_detector
 from maskwatch.faces.passes import (
     DEFAULT_NMS_THRESHOLD,
+    EXTRA_PASS_MAX_FACE,
     MAX_LONG_SIDE,
     MIN_LONG_SIDE,
     MultiPassDetector,
@@ -45,7 +46,7 @@ YUNET = ModelFile(
 FACE_MODEL_FILE_NAME = "face_detector.onnx"
 SHIPPED_FACE_MODEL = Path(__file__).resolve().parent.parent / "models" / FACE_MODEL_FILE_NAME
 # Its sha256, checked when it loads: a damaged install fails with a clear message, not with odd faces.
-SHIPPED_FACE_MODEL_SHA256 = "409e6e0a501a38108ab0a36dd042e4e0538e395dc1b28eea0c823e3d0369faa2"
+SHIPPED_FACE_MODEL_SHA256 = "d5bcb4778079480452f51fe358670cb524fa0a92ec0c70fa257d5b8807587958"
 # `--face-model stock` (or Options(face_model="stock")): OpenCV Zoo's file above, from $MASKWATCH_FACE_MODEL,
 # the cache or a verified download.
 STOCK_MODEL_NAMES = ("stock", "yunet-2023mar")
@@ -77,6 +78,16 @@ STOCK_PHOTO_EXTRA_SCALES = (2.0, 3.0)
 # Metadata keys of a face model trained here (`maskwatch train-detector`): the defaults chosen for it on val.
 METADATA_SCORE_THRESHOLD = "maskwatch.score_threshold"
 METADATA_EXTRA_SCALES = "maskwatch.photo_extra_scales"
+# How an extra pass (`--extra-scales`) runs: mirrored too or not, and the tallest face (px at the base scale)
+# a 2x pass may add. Without these keys (the stock file): mirrored, up to EXTRA_PASS_MAX_FACE.
+METADATA_MIRROR_EXTRA_PASSES = "maskwatch.mirror_extra_passes"
+METADATA_EXTRA_PASS_MAX_FACE = "maskwatch.extra_pass_max_face"
+# What the models trained here store (`train-detector`, `average`). Measured on the shipped model, 2x pass
+# (MODEL_CARD.md, "Extra passes"): against the stock way (mirrored, up to 128 px), on mask-scenes val the
+# same masked faces, more bare ones, fewer false faces and a higher face AP, and on the synthetic scenes
+# as many small masked faces, in half the time. Mirroring helps the stock model (README, "Small faces").
+OWN_MIRROR_EXTRA_PASSES = False
+OWN_EXTRA_PASS_MAX_FACE = 48.0
 # OpenCV's net keeps the buffers of the largest input it has run on for as long as it lives: after a 40 MP
 # photo (passes up to 4096x2731) a worker thread held 690 MB more than before, for good. A thread whose
 # pass was larger than this drops its net afterwards; creating a new one from the bytes takes about 4 ms.
@@ -95,13 +106,15 @@ class YuNetDetector(MultiPassDetector):
         min_long_side: int = MIN_LONG_SIDE,
         max_long_side: int = MAX_LONG_SIDE,
         extra_scales: tuple[float, ...] | None = None,
-        mirror_extra_passes: bool = True,
+        mirror_extra_passes: bool | None = None,
+        extra_pass_max_face: float | None = None,
         top_k: int = 5000,
         engine: str | None = None,
         threads: int | None = None,
     ) -> None:
-        """``score_threshold`` and ``extra_scales`` default to what the model file's metadata says (chosen on
-        val when it was trained), else to the stock model's DEFAULT_SCORE_THRESHOLD and STOCK_PHOTO_EXTRA_SCALES.
+        """``score_threshold``, ``extra_scales`` and how the extra passes run (``mirror_extra_passes``,
+        ``extra_pass_max_face``) default to what the model file's metadata says (chosen when it was trained),
+        else to the stock model's: DEFAULT_SCORE_THRESHOLD, STOCK_PHOTO_EXTRA_SCALES, mirrored, 128 px.
 
         ``engine``: "onnxruntime" (our decoding, the same rows, 1.5-2.5x as fast here) or "opencv"
         (``cv2.FaceDetectorYN``); by default onnxruntime when the file lets it (free input size: the models
@@ -121,8 +134,12 @@ class YuNetDetector(MultiPassDetector):
         if extra_scales is None:
             stored = self.metadata.get(METADATA_EXTRA_SCALES)
             extra_scales = tuple(json.loads(stored)) if stored is not None else STOCK_PHOTO_EXTRA_SCALES
+        if mirror_extra_passes is None:
+            mirror_extra_passes = self.metadata.get(METADATA_MIRROR_EXTRA_PASSES, "true") == "true"
+        if extra_pass_max_face is None:
+            extra_pass_max_face = float(self.metadata.get(METADATA_EXTRA_PASS_MAX_FACE, EXTRA_PASS_MAX_FACE))
         super().__init__(score_threshold, nms_threshold, min_long_side, max_long_side, extra_scales,
-                         mirror_extra_passes)
+                         mirror_extra_passes, extra_pass_max_face)
         usable = ort_net is not None and runs_any_size(ort_net.session)
         self._ort = ort_net if usable and engine != "opencv" else None
         if self._ort is None:

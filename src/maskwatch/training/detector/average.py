@@ -24,7 +24,13 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from maskwatch.faces.yunet import FACE_MODEL_FILE_NAME, METADATA_EXTRA_SCALES, METADATA_SCORE_THRESHOLD
+from maskwatch.faces.yunet import (
+    FACE_MODEL_FILE_NAME,
+    METADATA_EXTRA_PASS_MAX_FACE,
+    METADATA_EXTRA_SCALES,
+    METADATA_MIRROR_EXTRA_PASSES,
+    METADATA_SCORE_THRESHOLD,
+)
 from maskwatch.model_files import atomic_file, sha256_of
 from maskwatch.training.average import equal_weights, load_model, mean_of_initializers
 
@@ -32,7 +38,8 @@ KIND_KEY, KIND = "maskwatch.kind", "face_detector"
 AVERAGED_FROM_KEY = "maskwatch.averaged_from"
 # Facts of the first file that are not true of the average: chosen or measured again, or dropped.
 NOT_TRUE_OF_THE_AVERAGE = ("maskwatch.val_loss", "maskwatch.start_val_loss", "maskwatch.best_epoch",
-                           "maskwatch.val_figures", METADATA_SCORE_THRESHOLD, METADATA_EXTRA_SCALES)
+                           "maskwatch.val_figures", METADATA_SCORE_THRESHOLD, METADATA_EXTRA_SCALES,
+                           METADATA_MIRROR_EXTRA_PASSES, METADATA_EXTRA_PASS_MAX_FACE)
 
 
 def detector_file(path: str | Path) -> Path:
