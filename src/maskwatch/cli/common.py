@@ -84,7 +84,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--extra-scales", type=scales, default=None, metavar="LIST",
                        help="extra detector passes at these multiples of the base scale, e.g. '2' or '2,3', or '' "
                             "for one pass (default: what the face model's file says; the shipped one: one pass, "
-                            "the stock one: '2,3'; RetinaFace: one pass)")
+                            "the stock one: '2,3'; RetinaFace: one pass). The file also says how they run: the "
+                            "shipped model's are not mirrored, the stock model's are")
     group.add_argument("--classifier", metavar="PATH", help="mask classifier ONNX file (default: the shipped one)")
     group.add_argument("--mask-threshold", type=probability, default=None, metavar="P",
                        help="label a face with_mask when P(with_mask) >= P (default: the threshold stored in the "
