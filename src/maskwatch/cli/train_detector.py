@@ -124,19 +124,12 @@ def choose_photo_defaults(model: Path, data: Sequence[str], base: Path, quiet: b
 
 def photo_defaults_metadata(chosen: tuple[tuple[float, ...], float]) -> dict[str, str]:
     """The metadata entries that make ``chosen`` (extra passes, score threshold) a face model's defaults."""
-    from maskwatch.faces.yunet import (
-        METADATA_EXTRA_PASS_MAX_FACE,
-        METADATA_EXTRA_SCALES,
-        METADATA_MIRROR_EXTRA_PASSES,
-        METADATA_SCORE_THRESHOLD,
-        OWN_EXTRA_PASS_MAX_FACE,
-        OWN_MIRROR_EXTRA_PASSES,
-    )
+    from maskwatch.faces import yunet
 
     scales, threshold = chosen
-    return {METADATA_SCORE_THRESHOLD: f"{threshold:g}", METADATA_EXTRA_SCALES: json.dumps(list(scales)),
-            METADATA_MIRROR_EXTRA_PASSES: json.dumps(OWN_MIRROR_EXTRA_PASSES),
-            METADATA_EXTRA_PASS_MAX_FACE: f"{OWN_EXTRA_PASS_MAX_FACE:g}"}
+    return {yunet.METADATA_SCORE_THRESHOLD: f"{threshold:g}", yunet.METADATA_EXTRA_SCALES: json.dumps(list(scales)),
+            yunet.METADATA_MIRROR_EXTRA_PASSES: json.dumps(yunet.OWN_MIRROR_EXTRA_PASSES),  # how extra passes run
+            yunet.METADATA_EXTRA_PASS_MAX_FACE: f"{yunet.OWN_EXTRA_PASS_MAX_FACE:g}"}
 
 
 def cmd_train_detector(args: argparse.Namespace) -> int:
