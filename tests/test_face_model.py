@@ -64,7 +64,8 @@ def test_defaults_come_from_the_model_and_stock_is_one_option_away(yunet_path: P
     assert metadata[METADATA_MIRROR_EXTRA_PASSES] == json.dumps(OWN_MIRROR_EXTRA_PASSES) == "false"
     assert float(metadata[METADATA_EXTRA_PASS_MAX_FACE]) == OWN_EXTRA_PASS_MAX_FACE == 48
     assert (shipped.mirror_extra_passes, shipped.extra_pass_max_face) == (False, 48)
-    assert YuNetDetector(mirror_extra_passes=True, extra_pass_max_face=64).mirror_extra_passes is True
+    chosen = MaskDetector.from_options(Options.photo(mirror_extra_passes=True, extra_pass_max_face=64)).faces
+    assert (chosen.mirror_extra_passes, chosen.extra_pass_max_face) == (True, 64)  # type: ignore[attr-defined]
     stock = YuNetDetector("stock")  # $MASKWATCH_FACE_MODEL, the cache or a verified download
     assert sha256_of(stock.model_path) == YUNET.sha256
     assert stock.extra_scales == STOCK_PHOTO_EXTRA_SCALES and stock.score_threshold == 0.5

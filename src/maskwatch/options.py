@@ -31,7 +31,8 @@ class Options:
     face_model: str | None = None  # the detector's model file (YuNet: a path or "stock"; None: the shipped one)
     face_threshold: float | None = None  # minimum face score; None: the face model's own
     extra_scales: tuple[float, ...] | None = None  # extra detector passes (x the base scale); None: the model's own
-    mirror_extra_passes: bool | None = None  # also run each extra pass on the mirrored image
+    mirror_extra_passes: bool | None = None  # also run each extra pass on the mirrored image; None: the model's way
+    extra_pass_max_face: float | None = None  # tallest face (px) a 2x pass may add, half at 3x; None: the model's
     min_detect_size: int | None = None  # images with a shorter long side are enlarged before detection
     max_detect_size: int | None = None  # and longer ones shrunk
     classifier: str | None = None  # mask classifier ONNX file; None: the shipped one
@@ -58,8 +59,8 @@ class Options:
     def detector_settings(self) -> dict[str, Any]:
         """Keyword arguments for the face detector's constructor: only the settings that were given."""
         names = {"face_model": "model_path", "face_threshold": "score_threshold", "extra_scales": "extra_scales",
-                 "mirror_extra_passes": "mirror_extra_passes", "min_detect_size": "min_long_side",
-                 "max_detect_size": "max_long_side"}
+                 "mirror_extra_passes": "mirror_extra_passes", "extra_pass_max_face": "extra_pass_max_face",
+                 "min_detect_size": "min_long_side", "max_detect_size": "max_long_side"}
         settings = {target: getattr(self, name) for name, target in names.items() if getattr(self, name) is not None}
         settings.setdefault("model_path", None)
         return settings

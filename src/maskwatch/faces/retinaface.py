@@ -31,7 +31,14 @@ import numpy as np
 
 from maskwatch.cores import face_detector_session
 from maskwatch.faces.base import register_detector
-from maskwatch.faces.passes import MAX_LONG_SIDE, MIN_LONG_SIDE, ROW_COLUMNS, MultiPassDetector, suppress
+from maskwatch.faces.passes import (
+    EXTRA_PASS_MAX_FACE,
+    MAX_LONG_SIDE,
+    MIN_LONG_SIDE,
+    ROW_COLUMNS,
+    MultiPassDetector,
+    suppress,
+)
 from maskwatch.model_files import ModelFile, ModelFileError, atomic_file, cache_dir, resolve, sha256_of
 
 RETINAFACE_WHEEL = ModelFile(
@@ -163,10 +170,11 @@ class RetinaFaceDetector(MultiPassDetector):
         max_long_side: int = MAX_LONG_SIDE,
         extra_scales: tuple[float, ...] | None = None,
         mirror_extra_passes: bool = True,
+        extra_pass_max_face: float = EXTRA_PASS_MAX_FACE,
         threads: int | None = None,
     ) -> None:
         super().__init__(DEFAULT_SCORE_THRESHOLD if score_threshold is None else score_threshold, nms_threshold,
-                         min_long_side, max_long_side, extra_scales or (), mirror_extra_passes)
+                         min_long_side, max_long_side, extra_scales or (), mirror_extra_passes, extra_pass_max_face)
         self.model_path = retinaface_model_path(model_path)
         try:
             self.session = face_detector_session(str(self.model_path), threads)
