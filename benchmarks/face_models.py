@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--extra-pass-max-face", type=float, action="append", default=[],
                         help="a row for the shipped model's 2x pass (not mirrored) adding faces up to PX (repeatable)")
     args = parser.parse_args()
+    if any(not px > 0 for px in args.extra_pass_max_face):
+        parser.error("--extra-pass-max-face: a positive number of pixels")
     shipped = YuNetDetector()
     rows = [
         ("stock, 3 passes + mirrored (old photo default)",

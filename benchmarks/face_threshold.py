@@ -62,6 +62,8 @@ def main() -> int:
     parser.add_argument("--extra-passes-as-stock", action="store_true",
                         help="face-free photos: extra passes mirrored, faces up to 128 px (the stock model's way)")
     args = parser.parse_args()
+    if args.extra_passes_as_stock and not args.extra_scale:
+        parser.error("--extra-passes-as-stock needs --extra-scale (the shipped model's photo default is one pass)")
     samples, labels = scan_dataset(args.data_dir)
     detector = YuNetDetector(args.face_model, extra_scales=())  # as training cuts its crops
     cache = FaceCropCache(cache_dir() / "train", detector, 0.2, DEFAULT_SCORE_THRESHOLD)

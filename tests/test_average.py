@@ -157,7 +157,14 @@ def test_face_models_are_averaged_toward_the_stock_weights(yunet_path: Path, tmp
     that cv2.FaceDetectorYN loads, the photo defaults chosen again on --scenes val and the members recorded."""
     import cv2
 
-    from maskwatch.faces.yunet import METADATA_SCORE_THRESHOLD, SHIPPED_FACE_MODEL, YuNetDetector
+    from maskwatch.faces.yunet import (
+        METADATA_EXTRA_PASS_MAX_FACE,
+        METADATA_MIRROR_EXTRA_PASSES,
+        METADATA_SCORE_THRESHOLD,
+        SHIPPED_FACE_MODEL,
+        YuNetDetector,
+    )
+    from maskwatch.training.detector.average import average_detectors
 
     scenes = scene_subset(tmp_path / "scenes", per_split=2, splits=("val",))
     out = tmp_path / "soup"
@@ -181,7 +188,12 @@ def test_face_models_are_averaged_toward_the_stock_weights(yunet_path: Path, tmp
     figures = json.loads(metadata["maskwatch.val_figures"])["scenes"]
     assert figures["images"] == 2 and figures["score_threshold"] == float(metadata[METADATA_SCORE_THRESHOLD])
     assert "maskwatch.best_epoch" not in metadata  # a fact of the first model, not of the mean
-    assert YuNetDetector(model).mirror_extra_passes is False  # how its extra passes run: written again
+    # How its extra passes run is chosen with the photo defaults: the first file's entries are not carried over
+    # (average_detectors drops them), `maskwatch average` writes them again.
+    carried = average_detectors([SHIPPED_FACE_MODEL, yunet_path], ["shipped", "stock"], [0.7, 0.3])
+    assert not {p.key for p in carried.metadata_props} & {METADATA_MIRROR_EXTRA_PASSES, METADATA_EXTRA_PASS_MAX_FACE}
+    written = YuNetDetector(model)
+    assert (written.mirror_extra_passes, written.extra_pass_max_face) == (False, 48)
     assert json.loads((out / "average.json").read_text())["sha256"] == sha256_of(model)
     assert "Chosen: extra passes" in (out / "detector_val.md").read_text()
     image = cv2.imread(str(Path(__file__).resolve().parent.parent / "examples" / "astronaut.jpg"))

@@ -107,6 +107,20 @@ def test_an_extra_pass_limit_must_be_positive(max_face: float) -> None:
         _OneFaceNet(10, extra_pass_max_face=max_face)
 
 
+@pytest.mark.parametrize(("key", "value"), [(METADATA_MIRROR_EXTRA_PASSES, "True"), (METADATA_MIRROR_EXTRA_PASSES, "1"),
+                                            (METADATA_EXTRA_PASS_MAX_FACE, "abc"), (METADATA_EXTRA_PASS_MAX_FACE, "0"),
+                                            (METADATA_EXTRA_PASS_MAX_FACE, "Infinity"),
+                                            (METADATA_EXTRA_PASS_MAX_FACE, "true")])
+def test_a_malformed_extra_pass_entry_is_refused_by_name(key: str, value: str, tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(SHIPPED_FACE_MODEL))
+    next(p for p in model.metadata_props if p.key == key).value = value
+    onnx.save(model, str(tmp_path / "face_detector.onnx"))
+    with pytest.raises(ModelFileError, match=f"{key} is '{value}'"):
+        YuNetDetector(tmp_path / "face_detector.onnx")
+
+
 @pytest.mark.parametrize("threshold", [-1.0, 1.5, float("nan")])
 def test_a_face_threshold_outside_0_to_1_is_refused(threshold: float) -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):

@@ -85,7 +85,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="extra detector passes at these multiples of the base scale, e.g. '2' or '2,3', or '' "
                             "for one pass (default: what the face model's file says; the shipped one: one pass, "
                             "the stock one: '2,3'; RetinaFace: one pass). The file also says how they run: the "
-                            "shipped model's are not mirrored, the stock model's are")
+                            "shipped model's are not mirrored and a 2x pass adds faces up to 48 px; the stock "
+                            "model's are mirrored, up to 128 px")
     group.add_argument("--classifier", metavar="PATH", help="mask classifier ONNX file (default: the shipped one)")
     group.add_argument("--mask-threshold", type=probability, default=None, metavar="P",
                        help="label a face with_mask when P(with_mask) >= P (default: the threshold stored in the "

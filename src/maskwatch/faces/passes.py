@@ -2,7 +2,7 @@
 
 Every face net of this package gives rows in OpenCV's ``FaceDetectorYN`` layout for one image: x, y, w, h,
 five landmarks (x, y) and the score. A detector (YuNet, RetinaFace) says how to run its net on one image;
-this module chooses the scales, mirrors the enlarged passes, maps the rows back to the photo, merges them and
+this module chooses the scales, mirrors the enlarged passes if asked, maps the rows back to the photo, merges them and
 turns them into ``Face`` objects. So every detector in the registry takes the same options and keeps the
 same rules for small faces and face parts.
 """
@@ -23,8 +23,9 @@ MIN_LONG_SIDE = 640
 MAX_UPSCALE = 4.0
 # Larger images are shrunk to this long side, which bounds the cost per image.
 MAX_LONG_SIDE = 1920
-# Each enlarged pass also runs on the mirrored image: YuNet finds some masked faces only one way round
-# (scene benchmark, masked faces of 24+ px: recall 0.878 -> 0.901, at about twice the cost of a photo).
+# An enlarged pass may also run on the mirrored image (``mirror_extra_passes``): the stock YuNet finds some
+# masked faces only one way round (scene benchmark, masked faces of 24+ px: recall 0.878 -> 0.901, at about
+# twice the cost of a photo). maskwatch's own model does not need it (its file says so: faces/yunet.py).
 MIRRORED_LANDMARKS = [1, 0, 2, 4, 3]
 # No pass is run on an image larger than this long side: it bounds the cost of the extra passes.
 MAX_PASS_LONG_SIDE = 4096

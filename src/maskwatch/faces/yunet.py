@@ -135,9 +135,9 @@ class YuNetDetector(MultiPassDetector):
             stored = self.metadata.get(METADATA_EXTRA_SCALES)
             extra_scales = tuple(json.loads(stored)) if stored is not None else STOCK_PHOTO_EXTRA_SCALES
         if mirror_extra_passes is None:
-            mirror_extra_passes = self.metadata.get(METADATA_MIRROR_EXTRA_PASSES, "true") == "true"
+            mirror_extra_passes = self._stored_mirroring()
         if extra_pass_max_face is None:
-            extra_pass_max_face = float(self.metadata.get(METADATA_EXTRA_PASS_MAX_FACE, EXTRA_PASS_MAX_FACE))
+            extra_pass_max_face = self._stored_max_face()
         super().__init__(score_threshold, nms_threshold, min_long_side, max_long_side, extra_scales,
                          mirror_extra_passes, extra_pass_max_face)
         usable = ort_net is not None and runs_any_size(ort_net.session)
@@ -147,6 +147,35 @@ class YuNetDetector(MultiPassDetector):
         if engine == "onnxruntime" and not usable:
             raise ModelFileError(f"{self.model_path} fixes its input size; onnxruntime needs a free one "
                                  "(use engine 'opencv', or a model exported by maskwatch train-detector)")
+
+    def _stored_mirroring(self) -> bool:
+        """Whether the file says its extra passes run mirrored too (yes without the entry: the stock way)."""
+        value = self._stored(METADATA_MIRROR_EXTRA_PASSES, "true or false")
+        if value is None or isinstance(value, bool):
+            return True if value is None else value
+        raise self._bad_entry(METADATA_MIRROR_EXTRA_PASSES, "true or false")
+
+    def _stored_max_face(self) -> float:
+        """The tallest face (px) the file lets a 2x pass add (EXTRA_PASS_MAX_FACE without the entry)."""
+        value = self._stored(METADATA_EXTRA_PASS_MAX_FACE, "a positive number of pixels")
+        if value is None:
+            return EXTRA_PASS_MAX_FACE
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
+            return float(value)
+        raise self._bad_entry(METADATA_EXTRA_PASS_MAX_FACE, "a positive number of pixels")
+
+    def _stored(self, key: str, expected: str) -> object:
+        """A metadata entry as JSON (None without it). Entries are read through onnxruntime, like the photo
+        defaults: a file that only OpenCV can load runs its extra passes the stock model's way."""
+        stored = self.metadata.get(key)
+        try:
+            return None if stored is None else json.loads(stored)
+        except ValueError:
+            raise self._bad_entry(key, expected) from None
+
+    def _bad_entry(self, key: str, expected: str) -> ModelFileError:
+        return ModelFileError(f"{self.model_path}: its metadata entry {key} is {self.metadata.get(key)!r}, "
+                              f"not {expected}")
 
     @property
     def engine(self) -> str:
