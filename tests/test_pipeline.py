@@ -126,3 +126,19 @@ def test_wrong_crop_size_is_refused() -> None:
     classifier = MaskClassifier()
     with pytest.raises(ValueError, match="px"):
         classifier.probabilities([np.zeros((10, 10, 3), np.uint8)])
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_crops_are_normalised_as_the_model_file_says(order: str) -> None:
+    from maskwatch.classifier.onnx_classifier import normalise
+
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (20, 20, 3), dtype=np.uint8) for _ in range(3)]
+    mean, std = np.array([120.0, 127.0, 130.0]), np.array([60.0, 128.0, 70.0])
+    batch = normalise(crops, mean, std, order)
+    assert batch.shape == (3, 3, 20, 20) and batch.dtype == np.float32 and batch.flags.c_contiguous
+    channels = [2, 1, 0] if order == "RGB" else [0, 1, 2]  # crops are BGR
+    for i, crop in enumerate(crops):
+        for c, source in enumerate(channels):
+            expected = (crop[:, :, source].astype(np.float64) - mean[c]) / std[c]
+            np.testing.assert_allclose(batch[i, c], expected, rtol=1e-6, atol=1e-6)
