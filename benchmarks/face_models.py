@@ -20,8 +20,7 @@ from maskwatch.evaluation.common import fmt, markdown_table
 from maskwatch.evaluation.detector import SIZE_GROUPS, evaluate_detector
 from maskwatch.evaluation.scenes import IOU_THRESHOLD
 from maskwatch.faces import create_detector
-from maskwatch.faces.passes import EXTRA_PASS_MAX_FACE
-from maskwatch.faces.yunet import STOCK_PHOTO_EXTRA_SCALES, YuNetDetector
+from maskwatch.faces.yunet import STOCK_EXTRA_PASSES, STOCK_PHOTO_EXTRA_SCALES, YuNetDetector
 
 CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
 
@@ -49,7 +48,7 @@ def main() -> int:
          shipped),
         ("maskwatch, + a 2x pass", YuNetDetector(extra_scales=(2.0,))),
         ("maskwatch, + a 2x pass the stock model's way (mirrored, faces up to 128 px)",
-         YuNetDetector(extra_scales=(2.0,), mirror_extra_passes=True, extra_pass_max_face=EXTRA_PASS_MAX_FACE)),
+         YuNetDetector(extra_scales=(2.0,), **STOCK_EXTRA_PASSES)),
         *((f"maskwatch, + a 2x pass adding faces up to {px:g} px", YuNetDetector(extra_scales=(2.0,),
                                                                                   extra_pass_max_face=px))
           for px in args.extra_pass_max_face),

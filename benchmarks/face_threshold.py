@@ -22,8 +22,7 @@ import cv2
 import numpy as np
 
 from maskwatch.faces import YuNetDetector
-from maskwatch.faces.passes import EXTRA_PASS_MAX_FACE
-from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
+from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD, STOCK_EXTRA_PASSES
 from maskwatch.model_files import cache_dir
 from maskwatch.training.data import scan_dataset
 from maskwatch.training.face_cache import STORE_THRESHOLD, FaceCropCache
@@ -72,11 +71,11 @@ def main() -> int:
                              for s in samples if s.label == label and not records[s.sha256].error])
             for label in labels}
     default = YuNetDetector(args.face_model).score_threshold  # from the model's metadata (stock: 0.5)
-    as_stock = args.extra_passes_as_stock
     detector = YuNetDetector(args.face_model, score_threshold=STORE_THRESHOLD,  # None: the photo default's passes
-                             extra_scales=tuple(args.extra_scale) if args.extra_scale else None,
-                             mirror_extra_passes=True if as_stock else None,
-                             extra_pass_max_face=EXTRA_PASS_MAX_FACE if as_stock else None)
+                             extra_scales=tuple(args.extra_scale) if args.extra_scale else None)
+    if args.extra_passes_as_stock:  # else the file's way
+        for name, value in STOCK_EXTRA_PASSES.items():
+            setattr(detector, name, value)
     negatives = [max([f.score for f in detector.detect(img)], default=0.0) for img in face_free_images()]
     print(f"images: {', '.join(f'{label} {len(v)}' for label, v in best.items())}; "
           f"face-free photos: {len(negatives)}")

@@ -24,8 +24,7 @@ import numpy as np
 
 from maskwatch import MaskDetector
 from maskwatch.evaluation.appearance import APPEARANCES, mask_appearance
-from maskwatch.faces.passes import EXTRA_PASS_MAX_FACE
-from maskwatch.faces.yunet import YuNetDetector
+from maskwatch.faces.yunet import STOCK_EXTRA_PASSES, YuNetDetector
 from maskwatch.images import load_image
 from maskwatch.labels import WITH_MASK as MASK_LABEL
 from maskwatch.model_files import cache_dir
@@ -87,7 +86,8 @@ def main() -> int:
     if args.one_pass:
         detector.faces.extra_scales = ()
     if args.extra_passes_as_stock:
-        detector.faces.mirror_extra_passes, detector.faces.extra_pass_max_face = True, EXTRA_PASS_MAX_FACE
+        for name, value in STOCK_EXTRA_PASSES.items():
+            setattr(detector.faces, name, value)
     single_pass = YuNetDetector("stock", extra_scales=())  # the split as the shipped classifier's training cut it
     samples, cache = split_portraits(args.data_dir, single_pass, cache_dir() / "train")
     records = cache.records

@@ -18,10 +18,10 @@ from maskwatch.faces.yunet import (
     METADATA_EXTRA_SCALES,
     METADATA_MIRROR_EXTRA_PASSES,
     METADATA_SCORE_THRESHOLD,
-    OWN_EXTRA_PASS_MAX_FACE,
-    OWN_MIRROR_EXTRA_PASSES,
+    OWN_EXTRA_PASSES,
     SHIPPED_FACE_MODEL,
     SHIPPED_FACE_MODEL_SHA256,
+    STOCK_EXTRA_PASSES,
     STOCK_PHOTO_EXTRA_SCALES,
     YUNET,
     YuNetDetector,
@@ -61,8 +61,8 @@ def test_defaults_come_from_the_model_and_stock_is_one_option_away(yunet_path: P
     assert list(shipped.extra_scales) == json.loads(metadata[METADATA_EXTRA_SCALES])
     # How an extra pass runs (`--extra-scales 2`): the shipped model's file says not mirrored, faces up to 48 px;
     # the stock file says nothing, so mirrored, up to 128 px; an option still wins over the file.
-    assert metadata[METADATA_MIRROR_EXTRA_PASSES] == json.dumps(OWN_MIRROR_EXTRA_PASSES) == "false"
-    assert float(metadata[METADATA_EXTRA_PASS_MAX_FACE]) == OWN_EXTRA_PASS_MAX_FACE == 48
+    assert metadata[METADATA_MIRROR_EXTRA_PASSES] == json.dumps(OWN_EXTRA_PASSES["mirror_extra_passes"]) == "false"
+    assert float(metadata[METADATA_EXTRA_PASS_MAX_FACE]) == OWN_EXTRA_PASSES["extra_pass_max_face"] == 48
     assert (shipped.mirror_extra_passes, shipped.extra_pass_max_face) == (False, 48)
     chosen = MaskDetector.from_options(Options.photo(mirror_extra_passes=True, extra_pass_max_face=64)).faces
     assert (chosen.mirror_extra_passes, chosen.extra_pass_max_face) == (True, 64)  # type: ignore[attr-defined]
@@ -70,6 +70,7 @@ def test_defaults_come_from_the_model_and_stock_is_one_option_away(yunet_path: P
     assert sha256_of(stock.model_path) == YUNET.sha256
     assert stock.extra_scales == STOCK_PHOTO_EXTRA_SCALES and stock.score_threshold == 0.5
     assert (stock.mirror_extra_passes, stock.extra_pass_max_face) == (True, EXTRA_PASS_MAX_FACE)
+    assert STOCK_EXTRA_PASSES == {"mirror_extra_passes": True, "extra_pass_max_face": EXTRA_PASS_MAX_FACE}
     pipeline = MaskDetector.from_options(Options.photo(face_model="stock"))
     assert pipeline.faces.model_path == stock.model_path  # type: ignore[attr-defined]
     assert MaskDetector().detect(str(ASTRONAUT))  # the default pipeline finds the astronaut with the shipped model

@@ -95,16 +95,14 @@ def choose_photo_defaults(model: Path, data: Sequence[str], base: Path, quiet: b
         sweep_markdown,
         sweep_thresholds,
     )
-    from maskwatch.faces.yunet import OWN_EXTRA_PASS_MAX_FACE, OWN_MIRROR_EXTRA_PASSES, YuNetDetector
+    from maskwatch.faces.yunet import OWN_EXTRA_PASSES, YuNetDetector
 
     figures: dict = {}
     chosen = None
     stock = evaluate_detector(data[0], YuNetDetector(base, extra_scales=()), split="val", limit=limit)
     budget = stock["false_faces_per_image"] or 0.0
     for root in data:
-        sweeps = {scales: sweep_thresholds(root, YuNetDetector(model, extra_scales=scales,  # the passes it will store
-                                                               mirror_extra_passes=OWN_MIRROR_EXTRA_PASSES,
-                                                               extra_pass_max_face=OWN_EXTRA_PASS_MAX_FACE),
+        sweeps = {scales: sweep_thresholds(root, YuNetDetector(model, extra_scales=scales, **OWN_EXTRA_PASSES),
                                            list(SWEEP_THRESHOLDS), split="val", progress=not quiet, limit=limit)
                   for scales in PASS_CANDIDATES}
         chosen = chosen or choose_face_defaults(sweeps, budget)
@@ -128,8 +126,8 @@ def photo_defaults_metadata(chosen: tuple[tuple[float, ...], float]) -> dict[str
 
     scales, threshold = chosen
     return {yunet.METADATA_SCORE_THRESHOLD: f"{threshold:g}", yunet.METADATA_EXTRA_SCALES: json.dumps(list(scales)),
-            yunet.METADATA_MIRROR_EXTRA_PASSES: json.dumps(yunet.OWN_MIRROR_EXTRA_PASSES),  # how extra passes run
-            yunet.METADATA_EXTRA_PASS_MAX_FACE: f"{yunet.OWN_EXTRA_PASS_MAX_FACE:g}"}
+            yunet.METADATA_MIRROR_EXTRA_PASSES: json.dumps(yunet.OWN_EXTRA_PASSES["mirror_extra_passes"]),
+            yunet.METADATA_EXTRA_PASS_MAX_FACE: f"{yunet.OWN_EXTRA_PASSES['extra_pass_max_face']:g}"}
 
 
 def cmd_train_detector(args: argparse.Namespace) -> int:

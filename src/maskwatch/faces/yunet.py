@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypedDict
 
 import cv2
 import numpy as np
@@ -86,8 +88,16 @@ METADATA_EXTRA_PASS_MAX_FACE = "maskwatch.extra_pass_max_face"
 # (MODEL_CARD.md, "Extra passes"): against the stock way (mirrored, up to 128 px), on mask-scenes val the
 # same masked faces, more bare ones, fewer false faces and a higher face AP, and on the synthetic scenes
 # as many small masked faces, in half the time. Mirroring helps the stock model (README, "Small faces").
-OWN_MIRROR_EXTRA_PASSES = False
-OWN_EXTRA_PASS_MAX_FACE = 48.0
+class ExtraPasses(TypedDict):
+    """How extra passes run: YuNetDetector's keyword arguments of that name."""
+
+    mirror_extra_passes: bool
+    extra_pass_max_face: float
+
+
+OWN_EXTRA_PASSES = ExtraPasses(mirror_extra_passes=False, extra_pass_max_face=48.0)
+# The stock model's way, measured for it (faces/passes.py): what a file without the entries gets.
+STOCK_EXTRA_PASSES = ExtraPasses(mirror_extra_passes=True, extra_pass_max_face=EXTRA_PASS_MAX_FACE)
 # OpenCV's net keeps the buffers of the largest input it has run on for as long as it lives: after a 40 MP
 # photo (passes up to 4096x2731) a worker thread held 690 MB more than before, for good. A thread whose
 # pass was larger than this drops its net afterwards; creating a new one from the bytes takes about 4 ms.
@@ -135,9 +145,11 @@ class YuNetDetector(MultiPassDetector):
             stored = self.metadata.get(METADATA_EXTRA_SCALES)
             extra_scales = tuple(json.loads(stored)) if stored is not None else STOCK_PHOTO_EXTRA_SCALES
         if mirror_extra_passes is None:
-            mirror_extra_passes = self._stored_mirroring()
+            stored = self._stored(METADATA_MIRROR_EXTRA_PASSES, "true or false", lambda v: isinstance(v, bool))
+            mirror_extra_passes = STOCK_EXTRA_PASSES["mirror_extra_passes"] if stored is None else stored
         if extra_pass_max_face is None:
-            extra_pass_max_face = self._stored_max_face()
+            stored = self._stored(METADATA_EXTRA_PASS_MAX_FACE, "a positive number of pixels", _is_pixels)
+            extra_pass_max_face = STOCK_EXTRA_PASSES["extra_pass_max_face"] if stored is None else float(stored)
         super().__init__(score_threshold, nms_threshold, min_long_side, max_long_side, extra_scales,
                          mirror_extra_passes, extra_pass_max_face)
         usable = ort_net is not None and runs_any_size(ort_net.session)
@@ -148,34 +160,20 @@ class YuNetDetector(MultiPassDetector):
             raise ModelFileError(f"{self.model_path} fixes its input size; onnxruntime needs a free one "
                                  "(use engine 'opencv', or a model exported by maskwatch train-detector)")
 
-    def _stored_mirroring(self) -> bool:
-        """Whether the file says its extra passes run mirrored too (yes without the entry: the stock way)."""
-        value = self._stored(METADATA_MIRROR_EXTRA_PASSES, "true or false")
-        if value is None or isinstance(value, bool):
-            return True if value is None else value
-        raise self._bad_entry(METADATA_MIRROR_EXTRA_PASSES, "true or false")
-
-    def _stored_max_face(self) -> float:
-        """The tallest face (px) the file lets a 2x pass add (EXTRA_PASS_MAX_FACE without the entry)."""
-        value = self._stored(METADATA_EXTRA_PASS_MAX_FACE, "a positive number of pixels")
-        if value is None:
-            return EXTRA_PASS_MAX_FACE
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
-            return float(value)
-        raise self._bad_entry(METADATA_EXTRA_PASS_MAX_FACE, "a positive number of pixels")
-
-    def _stored(self, key: str, expected: str) -> object:
-        """A metadata entry as JSON (None without it). Entries are read through onnxruntime, like the photo
-        defaults: a file that only OpenCV can load runs its extra passes the stock model's way."""
+    def _stored(self, key: str, expected: str, valid: Callable[[object], bool]) -> Any:
+        """A metadata entry as JSON, None without it; one that is not ``valid`` is refused by name. Entries are
+        read through onnxruntime, like the photo defaults: a file only OpenCV can load runs its extra passes
+        the stock model's way."""
         stored = self.metadata.get(key)
+        if stored is None:
+            return None
         try:
-            return None if stored is None else json.loads(stored)
+            value = json.loads(stored)
         except ValueError:
-            raise self._bad_entry(key, expected) from None
-
-    def _bad_entry(self, key: str, expected: str) -> ModelFileError:
-        return ModelFileError(f"{self.model_path}: its metadata entry {key} is {self.metadata.get(key)!r}, "
-                              f"not {expected}")
+            value = None
+        if value is None or not valid(value):
+            raise ModelFileError(f"{self.model_path}: its metadata entry {key} is {stored!r}, not {expected}")
+        return value
 
     @property
     def engine(self) -> str:
@@ -208,6 +206,11 @@ class YuNetDetector(MultiPassDetector):
     def _after_detect(self, largest_pass_pixels: float) -> None:
         if largest_pass_pixels > KEEP_NET_MAX_PIXELS:
             self._local.detector = None  # give its large buffers back (see KEEP_NET_MAX_PIXELS)
+
+
+def _is_pixels(value: object) -> bool:
+    """A positive, finite JSON number (not a boolean)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 def read_face_model_metadata(path: Path) -> dict[str, str]:
