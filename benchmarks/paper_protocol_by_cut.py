@@ -54,7 +54,7 @@ def rebuild_split(config: dict, expected: str, face_models: list[str]) -> tuple[
         if config.get("near_duplicates", True):
             unsplit = [s for s in samples if not s.split]  # scene sets bring their own split
             group_near_duplicates(unsplit, {s.sha256: dhash(cache.load(s.sha256)) for s in unsplit})
-        split_samples(samples, seed=config["seed"])
+        split_samples(samples, seed=config["seed"] if config.get("split_seed") is None else config["split_seed"])
         if fingerprint(samples, with_split=True) == expected:
             print(f"split {expected}: rebuilt with face model {face_model or 'shipped'}", file=sys.stderr)
             return samples, cache

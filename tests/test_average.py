@@ -76,6 +76,25 @@ def test_average_writes_a_model_with_its_operating_point_and_sources(tmp_path: P
     assert json.loads((tmp_path / "soup" / "average.json").read_text())["sha256"] == report["sha256"]
 
 
+def test_a_mean_averaged_again_lists_the_trained_models(tmp_path: Path) -> None:
+    """A mean given to `average` is listed by its members, their weights scaled, so each training is kept."""
+    scenes = scene_subset(tmp_path / "scenes", per_split=3, splits=("val",))
+    a = write_fixed_classifier(tmp_path / "a.onnx", MASKED)
+    b = write_fixed_classifier(tmp_path / "b.onnx", BARE)
+    c = write_fixed_classifier(tmp_path / "c.onnx", {"incorrect_mask": 0.6, "with_mask": 0.2, "without_mask": 0.2})
+    average_models([a, b], tmp_path / "soup", scenes, split="val")
+    soup = tmp_path / "soup" / "mask_classifier.onnx"
+    average_models([c, soup], tmp_path / "soup3", scenes, split="val", weights=[0.5, 0.5])
+    members = MaskClassifier(tmp_path / "soup3" / "mask_classifier.onnx").metadata["averaged_from"]
+    assert [m["sha256"] for m in members] == [sha256_of(c), sha256_of(a), sha256_of(b)]
+    assert [m["weight"] for m in members] == [0.5, 0.25, 0.25]
+    assert "via" not in members[0]
+    assert [m["via"]["sha256"] for m in members[1:]] == [sha256_of(soup)] * 2
+    three = average_weights([a, b, c], [0.25, 0.25, 0.5])[0]  # the same weights as averaging all three at once
+    named = {t.name: numpy_helper.to_array(t) for t in three.graph.initializer}
+    np.testing.assert_allclose(_logits(tmp_path / "soup3" / "mask_classifier.onnx"), named["logits"], rtol=1e-5)
+
+
 def test_the_command_reports_what_it_cannot_average(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = write_fixed_classifier(tmp_path / "a.onnx", MASKED)
     junk = tmp_path / "junk.onnx"

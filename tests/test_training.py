@@ -231,6 +231,21 @@ def test_mixed_sources_train_three_classes_and_keep_the_scene_split(mixed_run: t
     assert 0 <= report["test_bare_with_mask_painted_below_nose_accuracy"] <= 1
 
 
+def test_split_seed_keeps_the_split_under_another_training_seed(tmp_path: Path, yunet_path: Path) -> None:
+    """Members of a mean of weights share a split: --split-seed holds it while --seed changes the training."""
+    from maskwatch.training.train import prepare
+
+    def split_file(name: str, **seeds: int) -> str:
+        config = TrainConfig(data_dir=str(DATASET), out_dir=str(tmp_path / name), face_model=str(yunet_path),
+                             limit=15, cache_dir=str(tmp_path / "cache"), **seeds)
+        prepare(config)
+        return (tmp_path / name / "split.csv").read_text()
+
+    first = split_file("seed0", seed=0)
+    assert split_file("seed3-split0", seed=3, split_seed=0) == first
+    assert split_file("seed3", seed=3) != first
+
+
 def test_below_nose_views_need_the_class(tmp_path: Path, yunet_path: Path) -> None:
     from maskwatch.training.train import train
 

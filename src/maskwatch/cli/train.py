@@ -40,8 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         data_dir=args.data_dir[0], extra_data=args.data_dir[1:], class_balance=args.class_balance,
         out_dir=args.out, backbone=args.backbone, input_size=args.input_size,
-        seed=args.seed, views=args.views, hidden=args.hidden, dropout=args.dropout, lr=args.lr,
-        weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
+        seed=args.seed, split_seed=args.split_seed, views=args.views, hidden=args.hidden, dropout=args.dropout,
+        lr=args.lr, weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
         cache_dir=args.cache, limit=args.limit, near_duplicates=args.near_duplicates, occlusion=args.occlusion,
         painted_views=args.painted_views, below_nose_views=args.below_nose_views, head=args.head,
         backbone_weights=args.backbone_weights,
@@ -84,7 +84,11 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--head", default="gap", choices=["gap", "paper"],
                        help="gap: pooled features -> Dense -> Dropout -> Dense (default); paper: Flatten head")
     train.add_argument("--input-size", type=int, default=0, help="crop size (default: the backbone's)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0,
+                       help="initialisation, augmentation and order; the split too, unless --split-seed")
+    train.add_argument("--split-seed", type=int, default=None,
+                       help="the split's own seed (default: --seed): train again with another --seed on the same "
+                            "split, e.g. for `maskwatch average`")
     train.add_argument("--views", type=int, default=8, help="augmented views per training image")
     train.add_argument("--hidden", type=int, default=256)
     train.add_argument("--dropout", type=float, default=0.3)

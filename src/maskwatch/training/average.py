@@ -208,12 +208,22 @@ def _metadata(sources: list[dict], models: Sequence[str | Path], paths: Sequence
             metadata[key] = base[key]
     metadata["backbone_weights"] = "the mean of the averaged models' weights (maskwatch average)"
     metadata["averaged_from"] = [
-        {"model": str(model), "sha256": sha256_of(path), "weight": share, "input_size": s.get("input_size"),
-         "trained": s.get("trained"), "split_fingerprint": s.get("split_fingerprint"),
-         "backbone_weights": s.get("backbone_weights"), "maskwatch_train_config": s.get("maskwatch_train_config")}
-        for model, path, s, share in zip(models, paths, sources, shares, strict=True)]
+        member for model, path, s, share in zip(models, paths, sources, shares, strict=True)
+        for member in _members(model, path, s, share)]
     metadata["trained"] = time.strftime("%Y-%m-%d")
     return metadata
+
+
+def _members(model: str | Path, path: Path, source: dict, share: float) -> list[dict[str, Any]]:
+    """The ``averaged_from`` entries of one averaged model: the model itself, or, when it is a mean already,
+    its own members with their weights times ``share`` (``via`` names the mean), so that the entries always
+    list trained networks, their training configurations and their splits."""
+    via = {"model": str(model), "sha256": sha256_of(path)}
+    if source.get("averaged_from"):
+        return [{**member, "weight": member["weight"] * share, "via": via} for member in source["averaged_from"]]
+    return [{**via, "weight": share, "input_size": source.get("input_size"), "trained": source.get("trained"),
+             "split_fingerprint": source.get("split_fingerprint"), "backbone_weights": source.get("backbone_weights"),
+             "maskwatch_train_config": source.get("maskwatch_train_config")}]
 
 
 def _set_metadata(proto: onnx.ModelProto, metadata: dict) -> None:

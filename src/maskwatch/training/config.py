@@ -21,7 +21,9 @@ class TrainConfig:
     input_size: int = 0  # 0: the backbone's default
     crop_margin: float = DEFAULT_MARGIN
     face_threshold: float = DEFAULT_SCORE_THRESHOLD
-    seed: int = 0
+    seed: int = 0  # initialisation, augmentation and order; and the split, unless split_seed is set
+    # The split's own seed: another training seed on the same split (members of a mean of weights share one).
+    split_seed: int | None = None
     views: int = 8  # random augmented views of each training image
     hidden: int = 256
     dropout: float = 0.3
@@ -58,6 +60,11 @@ class TrainConfig:
     # training a model instead of starting again from ImageNet (same backbone, input size, head and labels).
     init_from: str | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed that chooses the samples (``limit``) and deals them to train, val and test."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def painted_view_counts(self) -> dict[str, int]:

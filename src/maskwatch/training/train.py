@@ -84,7 +84,7 @@ def prepare(config: TrainConfig) -> Prepared:
         raise ValueError(f"below-nose views are labelled {INCORRECT_MASK}, a class none of the data folders has "
                          "(a VOC scene set with masks worn below the nose brings it)")
     if config.limit:
-        samples = _limit_per_class(samples, config.limit, config.seed)
+        samples = _limit_per_class(samples, config.limit, config.data_seed)
     # One YuNet pass: the faces of the training folders are large, and the crop cache was built this way.
     detector = YuNetDetector(config.face_model, score_threshold=config.face_threshold, extra_scales=())
     crop_cache = FaceCropCache(cache, detector, config.crop_margin, config.face_threshold)
@@ -95,10 +95,10 @@ def prepare(config: TrainConfig) -> Prepared:
 
     hashes = {s.sha256: dhash(crop_cache.load(s.sha256)) for s in samples}
     unsplit = [s for s in samples if not s.split]  # scene sets bring their own split
-    plain_leaks = _near_copies_across(unsplit, hashes, config.seed)
+    plain_leaks = _near_copies_across(unsplit, hashes, config.data_seed)
     if config.near_duplicates:
         group_near_duplicates(unsplit, {s.sha256: hashes[s.sha256] for s in unsplit})
-    split_samples(samples, seed=config.seed)
+    split_samples(samples, seed=config.data_seed)
     write_split(samples, config.data_roots, out / "split.csv")
 
     weights_tag = hashlib.sha256(str(config.backbone_weights or "default").encode()).hexdigest()[:8]
