@@ -1,6 +1,6 @@
 """The paper's two-class protocol for an averaged classifier at several mask cuts, without its run folders.
 
-    python benchmarks/paper_protocol_by_cut.py [--classifier FILE] [--face-model FILE ...]
+    python benchmarks/paper_protocol_by_cut.py [--classifier FILE] [--face-model FILE ...] [--errors]
 
 A mean of models (``maskwatch average``) is scored only on photos that are test photos of every averaged
 model. Its metadata keeps each model's training configuration and split fingerprint, so the splits can be
@@ -32,6 +32,7 @@ import numpy as np
 from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.classifier.onnx_classifier import MaskClassifier
 from maskwatch.faces import YuNetDetector
+from maskwatch.labels import WITH_MASK, two_class
 from maskwatch.model_files import cache_dir
 from maskwatch.training.augment import resize_to
 from maskwatch.training.data import Sample, dhash, fingerprint, group_near_duplicates, scan_sources, split_samples
@@ -66,6 +67,8 @@ def main() -> int:
     parser.add_argument("--classifier", default=None, help="an averaged model (default: the shipped one)")
     parser.add_argument("--face-model", action="append", default=[],
                         help="a face model to try first when rebuilding a split (repeatable)")
+    parser.add_argument("--errors", action="store_true",
+                        help="also list the photos wrong at the model's own operating point")
     args = parser.parse_args()
     classifier = MaskClassifier(args.classifier)
     members = classifier.metadata.get("averaged_from")
@@ -89,6 +92,13 @@ def main() -> int:
         assert accuracy is not None
         mark = "  <- the model's own" if abs(cut - point.mask_threshold) < 1e-9 else ""
         print(f"{cut:g} | {accuracy:.4f} | {round((1 - accuracy) * len(y))}{mark}")
+    if args.errors:
+        print("\nwrong at the model's own operating point (two classes): file, label, called, P(with_mask)")
+        mask = classifier.labels.index(WITH_MASK)
+        for sample, index, p in zip(test, point.indices(probabilities, classifier.labels), probabilities, strict=True):
+            called = classifier.labels[index]
+            if two_class(called) != two_class(sample.label):
+                print(f"{sample.path.name} | {sample.label} | {called} | {p[mask]:.3f}")
     return 0
 
 
