@@ -35,6 +35,7 @@ from maskwatch.faces import YuNetDetector
 from maskwatch.labels import WITH_MASK, two_class
 from maskwatch.model_files import cache_dir
 from maskwatch.training.augment import resize_to
+from maskwatch.training.config import data_seed
 from maskwatch.training.data import Sample, dhash, fingerprint, group_near_duplicates, scan_sources, split_samples
 from maskwatch.training.face_cache import FaceCropCache
 from maskwatch.training.operating_point import TWO_CLASS_SWEEP, two_class_accuracy
@@ -55,7 +56,7 @@ def rebuild_split(config: dict, expected: str, face_models: list[str]) -> tuple[
         if config.get("near_duplicates", True):
             unsplit = [s for s in samples if not s.split]  # scene sets bring their own split
             group_near_duplicates(unsplit, {s.sha256: dhash(cache.load(s.sha256)) for s in unsplit})
-        split_samples(samples, seed=config["seed"] if config.get("split_seed") is None else config["split_seed"])
+        split_samples(samples, seed=data_seed(config["seed"], config.get("split_seed")))
         if fingerprint(samples, with_split=True) == expected:
             print(f"split {expected}: rebuilt with face model {face_model or 'shipped'}", file=sys.stderr)
             return samples, cache
@@ -74,7 +75,12 @@ def main() -> int:
     members = classifier.metadata.get("averaged_from")
     if not members:
         sys.exit(f"{classifier.path} is not a mean of models (no averaged_from in its metadata)")
-    rebuilt = [rebuild_split(m["maskwatch_train_config"], m["split_fingerprint"], args.face_model) for m in members]
+    by_fingerprint: dict[str, tuple[list[Sample], FaceCropCache]] = {}  # members on one split: rebuilt once
+    for m in members:
+        if m["split_fingerprint"] not in by_fingerprint:
+            by_fingerprint[m["split_fingerprint"]] = rebuild_split(m["maskwatch_train_config"], m["split_fingerprint"],
+                                                                   args.face_model)
+    rebuilt = [by_fingerprint[m["split_fingerprint"]] for m in members]
     splits = [{s.sha256: s.split for s in samples} for samples, _cache in rebuilt]
     first, cache = rebuilt[0]
     test = [s for s in first if all(split.get(s.sha256) == "test" for split in splits)]

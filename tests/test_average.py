@@ -79,20 +79,35 @@ def test_average_writes_a_model_with_its_operating_point_and_sources(tmp_path: P
 def test_a_mean_averaged_again_lists_the_trained_models(tmp_path: Path) -> None:
     """A mean given to `average` is listed by its members, their weights scaled, so each training is kept."""
     scenes = scene_subset(tmp_path / "scenes", per_split=3, splits=("val",))
-    a = write_fixed_classifier(tmp_path / "a.onnx", MASKED)
-    b = write_fixed_classifier(tmp_path / "b.onnx", BARE)
-    c = write_fixed_classifier(tmp_path / "c.onnx", {"incorrect_mask": 0.6, "with_mask": 0.2, "without_mask": 0.2})
-    average_models([a, b], tmp_path / "soup", scenes, split="val")
-    soup = tmp_path / "soup" / "mask_classifier.onnx"
-    average_models([c, soup], tmp_path / "soup3", scenes, split="val", weights=[0.5, 0.5])
-    members = MaskClassifier(tmp_path / "soup3" / "mask_classifier.onnx").metadata["averaged_from"]
+    trained = {name: _trained(write_fixed_classifier(tmp_path / f"{name}.onnx", probabilities), seed)
+               for name, probabilities, seed in (("a", MASKED, 0), ("b", BARE, 1), ("c", BARE, 2), ("d", MASKED, 3))}
+    a, b, c, d = trained.values()
+    average_models([a, b], tmp_path / "ab", scenes, split="val")
+    ab = tmp_path / "ab" / "mask_classifier.onnx"
+    average_models([c, ab], tmp_path / "abc", scenes, split="val", weights=[0.5, 0.5])
+    abc = tmp_path / "abc" / "mask_classifier.onnx"
+    members = MaskClassifier(abc).metadata["averaged_from"]
     assert [m["sha256"] for m in members] == [sha256_of(c), sha256_of(a), sha256_of(b)]
     assert [m["weight"] for m in members] == [0.5, 0.25, 0.25]
+    # What rebuilds a member's split (benchmarks/paper_protocol_by_cut.py) comes through from each training.
+    assert [m["maskwatch_train_config"]["seed"] for m in members] == [2, 0, 1]
+    assert {m["split_fingerprint"] for m in members} == {"f" * 16}
     assert "via" not in members[0]
-    assert [m["via"]["sha256"] for m in members[1:]] == [sha256_of(soup)] * 2
-    three = average_weights([a, b, c], [0.25, 0.25, 0.5])[0]  # the same weights as averaging all three at once
-    named = {t.name: numpy_helper.to_array(t) for t in three.graph.initializer}
-    np.testing.assert_allclose(_logits(tmp_path / "soup3" / "mask_classifier.onnx"), named["logits"], rtol=1e-5)
+    assert [[v["sha256"] for v in m["via"]] for m in members[1:]] == [[sha256_of(ab)]] * 2
+    average_models([d, abc], tmp_path / "abcd", scenes, split="val", weights=[0.5, 0.5])  # a mean of a mean of a mean
+    deeper = MaskClassifier(tmp_path / "abcd" / "mask_classifier.onnx").metadata["averaged_from"]
+    assert [m["weight"] for m in deeper] == [0.5, 0.25, 0.125, 0.125]
+    assert [[v["sha256"] for v in m["via"]] for m in deeper[2:]] == [[sha256_of(abc), sha256_of(ab)]] * 2
+
+
+def _trained(path: Path, seed: int) -> Path:
+    """A fixed classifier whose metadata holds a training configuration and a split, as `maskwatch train`'s."""
+    model = onnx.load(str(path))
+    meta = json.loads(model.metadata_props[0].value)
+    meta.update(maskwatch_train_config={"seed": seed}, split_fingerprint="f" * 16)
+    model.metadata_props[0].value = json.dumps(meta)
+    onnx.save(model, str(path))
+    return path
 
 
 def test_the_command_reports_what_it_cannot_average(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

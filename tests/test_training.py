@@ -235,15 +235,19 @@ def test_split_seed_keeps_the_split_under_another_training_seed(tmp_path: Path, 
     """Members of a mean of weights share a split: --split-seed holds it while --seed changes the training."""
     from maskwatch.training.train import prepare
 
-    def split_file(name: str, **seeds: int) -> str:
+    def prepared(name: str, **seeds: int) -> tuple[str, np.ndarray]:
+        """The run's split file, and the first training view of its first training sample."""
         config = TrainConfig(data_dir=str(DATASET), out_dir=str(tmp_path / name), face_model=str(yunet_path),
                              limit=15, cache_dir=str(tmp_path / "cache"), **seeds)
-        prepare(config)
-        return (tmp_path / name / "split.csv").read_text()
+        prep = prepare(config)
+        first_train = min(s.sha256 for s in prep.by_split["train"])
+        return (tmp_path / name / "split.csv").read_text(), prep.view(f"{first_train}:v1")
 
-    first = split_file("seed0", seed=0)
-    assert split_file("seed3-split0", seed=3, split_seed=0) == first
-    assert split_file("seed3", seed=3) != first
+    split, view = prepared("seed0", seed=0)
+    same_split, other_view = prepared("seed3-split0", seed=3, split_seed=0)
+    assert same_split == split
+    assert not np.array_equal(other_view, view)  # the training seed still draws the augmentation
+    assert prepared("seed3", seed=3)[0] != split
 
 
 def test_below_nose_views_need_the_class(tmp_path: Path, yunet_path: Path) -> None:

@@ -85,7 +85,8 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
                        help="gap: pooled features -> Dense -> Dropout -> Dense (default); paper: Flatten head")
     train.add_argument("--input-size", type=int, default=0, help="crop size (default: the backbone's)")
     train.add_argument("--seed", type=int, default=0,
-                       help="initialisation, augmentation and order; the split too, unless --split-seed")
+                       help="initialisation, augmentation and order (tune: its trials too); the split too, "
+                            "unless --split-seed")
     train.add_argument("--split-seed", type=int, default=None,
                        help="the split's own seed (default: --seed): train again with another --seed on the same "
                             "split, e.g. for `maskwatch average`")

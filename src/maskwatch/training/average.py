@@ -216,11 +216,12 @@ def _metadata(sources: list[dict], models: Sequence[str | Path], paths: Sequence
 
 def _members(model: str | Path, path: Path, source: dict, share: float) -> list[dict[str, Any]]:
     """The ``averaged_from`` entries of one averaged model: the model itself, or, when it is a mean already,
-    its own members with their weights times ``share`` (``via`` names the mean), so that the entries always
-    list trained networks, their training configurations and their splits."""
+    its own members with their weights times ``share`` (``via``: the means they came through, outermost
+    first), so that the entries always list trained networks, their training configurations and their splits."""
     via = {"model": str(model), "sha256": sha256_of(path)}
     if source.get("averaged_from"):
-        return [{**member, "weight": member["weight"] * share, "via": via} for member in source["averaged_from"]]
+        return [{**member, "weight": member["weight"] * share, "via": [via, *member.get("via", [])]}
+                for member in source["averaged_from"]]
     return [{**via, "weight": share, "input_size": source.get("input_size"), "trained": source.get("trained"),
              "split_fingerprint": source.get("split_fingerprint"), "backbone_weights": source.get("backbone_weights"),
              "maskwatch_train_config": source.get("maskwatch_train_config")}]

@@ -13,6 +13,12 @@ from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
 from maskwatch.training.data import Sample
 
 
+def data_seed(seed: int, split_seed: int | None) -> int:
+    """The seed of a run's samples and split: ``split_seed`` when set, else the training ``seed``. Also for a
+    configuration read back from a model's metadata."""
+    return seed if split_seed is None else split_seed
+
+
 @dataclass
 class TrainConfig:
     data_dir: str  # the first data folder: one sub-folder of images per class, or a VOC scene set
@@ -64,7 +70,7 @@ class TrainConfig:
     @property
     def data_seed(self) -> int:
         """The seed that chooses the samples (``limit``) and deals them to train, val and test."""
-        return self.seed if self.split_seed is None else self.split_seed
+        return data_seed(self.seed, self.split_seed)
 
     @property
     def painted_view_counts(self) -> dict[str, int]:
