@@ -79,9 +79,8 @@ def test_average_writes_a_model_with_its_operating_point_and_sources(tmp_path: P
 def test_a_mean_averaged_again_lists_the_trained_models(tmp_path: Path) -> None:
     """A mean given to `average` is listed by its members, their weights scaled, so each training is kept."""
     scenes = scene_subset(tmp_path / "scenes", per_split=3, splits=("val",))
-    trained = {name: _trained(write_fixed_classifier(tmp_path / f"{name}.onnx", probabilities), seed)
-               for name, probabilities, seed in (("a", MASKED, 0), ("b", BARE, 1), ("c", BARE, 2), ("d", MASKED, 3))}
-    a, b, c, d = trained.values()
+    a, b, c, d = (_trained(write_fixed_classifier(tmp_path / f"{name}.onnx", probabilities), seed)
+                  for name, probabilities, seed in (("a", MASKED, 0), ("b", BARE, 1), ("c", BARE, 2), ("d", MASKED, 3)))
     average_models([a, b], tmp_path / "ab", scenes, split="val")
     ab = tmp_path / "ab" / "mask_classifier.onnx"
     average_models([c, ab], tmp_path / "abc", scenes, split="val", weights=[0.5, 0.5])
