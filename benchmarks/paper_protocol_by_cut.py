@@ -1,14 +1,16 @@
-"""The paper's two-class protocol for an averaged classifier at several mask cuts, without its run folders.
+"""The paper's two-class protocol for a trained classifier at several mask cuts, without its run folders.
 
     python benchmarks/paper_protocol_by_cut.py [--classifier FILE] [--face-model FILE ...] [--errors]
+        [--photo NAME ...]
 
 A mean of models (``maskwatch average``) is scored only on photos that are test photos of every averaged
-model. Its metadata keeps each model's training configuration and split fingerprint, so the splits can be
-rebuilt as ``maskwatch train`` made them (scan, crop, group near-copies, split): each with the face model
-that reproduces its fingerprint: the ``--face-model`` files first, then the shipped detector and the
-stock YuNet (a configuration says ``null`` for the face model shipped when it was trained). A split that no
-face model reproduces stops the script. ``maskwatch evaluate RUN_DIR`` prints the same figures when the run
-folders are at hand.
+model; one trained model on its own test photos. The metadata keeps each model's training configuration
+and split fingerprint, so the splits can be rebuilt as ``maskwatch train`` made them (scan, crop, group
+near-copies, split): each with the face model that reproduces its fingerprint: the ``--face-model`` files
+first, then the shipped detector and the stock YuNet (a configuration says ``null`` for the face model
+shipped when it was trained). A split that no face model reproduces stops the script. ``maskwatch
+evaluate RUN_DIR`` prints the same figures when the run folders are at hand. ``--photo`` shows where named
+photos fell in the (first) model's split and how the model calls them, test photos or not.
 
 The shipped classifier is the mean of two fine-tunes' weights on one split (``scenes-v11`` and ``scenes-v8``;
 ``maskwatch evaluate runs/soup-v11v8`` has its figures). The one fine-tune shipped before it, ``scenes-v8``
@@ -32,7 +34,7 @@ import numpy as np
 from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.classifier.onnx_classifier import MaskClassifier
 from maskwatch.faces import YuNetDetector
-from maskwatch.labels import WITH_MASK, two_class
+from maskwatch.labels import INCORRECT_MASK, WITH_MASK, two_class
 from maskwatch.model_files import cache_dir
 from maskwatch.training.augment import resize_to
 from maskwatch.training.config import data_seed
@@ -65,16 +67,19 @@ def rebuild_split(config: dict, expected: str, face_models: list[str]) -> tuple[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--classifier", default=None, help="an averaged model (default: the shipped one)")
+    parser.add_argument("--classifier", default=None,
+                        help="a mean of models or one trained model (default: the shipped one)")
     parser.add_argument("--face-model", action="append", default=[],
                         help="a face model to try first when rebuilding a split (repeatable)")
     parser.add_argument("--errors", action="store_true",
                         help="also list the photos wrong at the model's own operating point")
+    parser.add_argument("--photo", action="append", default=[],
+                        help="a photo's file name: its split and the model's call (repeatable)")
     args = parser.parse_args()
     classifier = MaskClassifier(args.classifier)
-    members = classifier.metadata.get("averaged_from")
-    if not members:
-        sys.exit(f"{classifier.path} is not a mean of models (no averaged_from in its metadata)")
+    members = classifier.metadata.get("averaged_from") or [classifier.metadata]
+    if any("maskwatch_train_config" not in m or "split_fingerprint" not in m for m in members):
+        sys.exit(f"{classifier.path} does not say how it was trained (no training configuration or split)")
     by_fingerprint: dict[str, tuple[list[Sample], FaceCropCache]] = {}  # members on one split: rebuilt once
     for m in members:
         if m["split_fingerprint"] not in by_fingerprint:
@@ -88,7 +93,8 @@ def main() -> int:
     probabilities = np.concatenate([classifier.probabilities(views[i:i + 64]) for i in range(0, len(views), 64)])
     y = np.array([classifier.labels.index(s.label) for s in test], int)
     point = classifier.operating_point
-    print(f"{classifier.path}: {len(test)} photos are test photos of all {len(members)} averaged models")
+    shared = f", test photos of all {len(members)} averaged models" if len(members) > 1 else ""
+    print(f"{classifier.path}: {len(test)} test photos{shared}")
     print(f"argmax accuracy (three classes) {float((probabilities.argmax(1) == y).mean()):.4f}")
     print("mask cut | two-class accuracy | errors")
     print("---|---|---")
@@ -98,13 +104,27 @@ def main() -> int:
         assert accuracy is not None
         mark = "  <- the model's own" if abs(cut - point.mask_threshold) < 1e-9 else ""
         print(f"{cut:g} | {accuracy:.4f} | {round((1 - accuracy) * len(y))}{mark}")
+    mask = classifier.labels.index(WITH_MASK)
     if args.errors:
         print("\nwrong at the model's own operating point (two classes): file, label, called, P(with_mask)")
-        mask = classifier.labels.index(WITH_MASK)
+        wrong: list[tuple[Sample, str]] = []
         for sample, index, p in zip(test, point.indices(probabilities, classifier.labels), probabilities, strict=True):
             called = classifier.labels[index]
             if two_class(called) != two_class(sample.label):
                 print(f"{sample.path.name} | {sample.label} | {called} | {p[mask]:.3f}")
+                wrong.append((sample, called))
+        # Near-copies share a group and a split, so one photo kept three times is three errors.
+        print(f"{len(wrong)} errors on {len({s.group or s.sha256 for s, _ in wrong})} distinct photos (near-copies "
+              "as one); with_mask photos called incorrect_mask (bare in the two-class view): "
+              f"{sum(s.label == WITH_MASK and c == INCORRECT_MASK for s, c in wrong)}")
+    named = [s for s in first if s.path.name in args.photo]
+    if named:
+        print("\nnamed photos: file, split, label, called, P(with_mask)")
+        named_p = classifier.probabilities([resize_to(cache.load(s.sha256), classifier.input_size) for s in named])
+        for sample, index, p in zip(named, point.indices(named_p, classifier.labels), named_p, strict=True):
+            print(f"{sample.path.name} | {sample.split} | {sample.label} | {classifier.labels[index]} | {p[mask]:.3f}")
+    if missing := sorted(set(args.photo) - {s.path.name for s in named}):
+        print(f"not in the data: {', '.join(missing)}", file=sys.stderr)
     return 0
 
 
