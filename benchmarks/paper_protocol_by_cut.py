@@ -1,7 +1,7 @@
 """The paper's two-class protocol for a trained classifier at several mask cuts, without its run folders.
 
     python benchmarks/paper_protocol_by_cut.py [--classifier FILE] [--face-model FILE ...] [--errors]
-        [--photo NAME ...]
+        [--photo NAME ...] [--face-fallback SCORE]
 
 A mean of models (``maskwatch average``) is scored only on photos that are test photos of every averaged
 model; one trained model on its own test photos. The metadata keeps each model's training configuration
@@ -11,6 +11,8 @@ first, then the shipped detector and the stock YuNet (a configuration says ``nul
 shipped when it was trained). A split that no face model reproduces stops the script. ``maskwatch
 evaluate RUN_DIR`` prints the same figures when the run folders are at hand. ``--photo`` shows where named
 photos fell in the (first) model's split and how the model calls them, test photos or not.
+``--face-fallback`` cuts the test crops with ``maskwatch train --face-fallback``'s rule (the best face down
+to that score when none reaches the threshold, instead of the whole photo), for a model trained without it.
 
 The shipped classifier is the mean of two fine-tunes' weights on one split (``scenes-v11`` and ``scenes-v8``;
 ``maskwatch evaluate runs/soup-v11v8`` has its figures). The one fine-tune shipped before it, ``scenes-v8``
@@ -33,13 +35,12 @@ import numpy as np
 
 from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.classifier.onnx_classifier import MaskClassifier
-from maskwatch.faces import YuNetDetector
 from maskwatch.labels import INCORRECT_MASK, WITH_MASK, two_class
 from maskwatch.model_files import cache_dir
 from maskwatch.training.augment import resize_to
 from maskwatch.training.config import data_seed
 from maskwatch.training.data import Sample, dhash, fingerprint, group_near_duplicates, scan_sources, split_samples
-from maskwatch.training.face_cache import FaceCropCache
+from maskwatch.training.face_cache import FaceCropCache, run_crop_cache
 from maskwatch.training.operating_point import TWO_CLASS_SWEEP, two_class_accuracy
 
 FACE_MODELS = (None, "stock")  # the shipped detector, then OpenCV Zoo's YuNet
@@ -51,8 +52,7 @@ def rebuild_split(config: dict, expected: str, face_models: list[str]) -> tuple[
     candidates = [config["face_model"]] if config.get("face_model") else [*face_models, *FACE_MODELS]
     for face_model in candidates:
         samples, _labels = scan_sources(roots)
-        detector = YuNetDetector(face_model, score_threshold=config["face_threshold"], extra_scales=())
-        cache = FaceCropCache(cache_dir() / "train", detector, config["crop_margin"], config["face_threshold"])
+        cache = run_crop_cache(config, cache_dir() / "train", face_model)
         records = cache.build(samples)
         samples = [s for s in samples if not records[s.sha256].error]
         if config.get("near_duplicates", True):
@@ -73,6 +73,9 @@ def main() -> int:
                         help="a face model to try first when rebuilding a split (repeatable)")
     parser.add_argument("--errors", action="store_true",
                         help="also list the photos wrong at the model's own operating point")
+    parser.add_argument("--face-fallback", type=float, default=None, metavar="SCORE",
+                        help="score the test photos on crops cut with this fallback face score (maskwatch train "
+                             "--face-fallback); the split is still rebuilt as the models were trained")
     parser.add_argument("--photo", action="append", default=[],
                         help="a photo's file name: its split and the model's call (repeatable)")
     args = parser.parse_args()
@@ -89,6 +92,10 @@ def main() -> int:
     splits = [{s.sha256: s.split for s in samples} for samples, _cache in rebuilt]
     first, cache = rebuilt[0]
     test = [s for s in first if all(split.get(s.sha256) == "test" for split in splits)]
+    if args.face_fallback is not None:
+        cache = FaceCropCache(cache.folder.parent, cache.detector, cache.margin, cache.threshold, args.face_fallback)
+        cache.build([*test, *(s for s in first if s.path.name in args.photo)])
+        print(f"test crops cut with a fallback face score of {args.face_fallback:g}", file=sys.stderr)
     views = [resize_to(cache.load(s.sha256), classifier.input_size) for s in test]
     probabilities = np.concatenate([classifier.probabilities(views[i:i + 64]) for i in range(0, len(views), 64)])
     y = np.array([classifier.labels.index(s.label) for s in test], int)

@@ -42,6 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out_dir=args.out, backbone=args.backbone, input_size=args.input_size,
         seed=args.seed, split_seed=args.split_seed, views=args.views, hidden=args.hidden, dropout=args.dropout,
         lr=args.lr, weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
+        face_fallback=args.face_fallback,
         cache_dir=args.cache, limit=args.limit, near_duplicates=args.near_duplicates, occlusion=args.occlusion,
         painted_views=args.painted_views, below_nose_views=args.below_nose_views, head=args.head,
         backbone_weights=args.backbone_weights,
@@ -97,6 +98,10 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--weight-decay", type=float, default=1e-4)
     train.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs")
     train.add_argument("--face-model", metavar="PATH")
+    train.add_argument("--face-fallback", type=float, default=0.0, metavar="SCORE",
+                       help="a class-per-folder photo with no face at the face threshold: crop its best face "
+                            "scoring at least SCORE (0.1 or more) instead of the whole photo (default 0: the "
+                            "whole photo)")
     train.add_argument("--cache", metavar="DIR", help="crop and feature cache (default: the user cache)")
     train.add_argument("--limit", type=int, default=0, help="use at most N images per class")
     train.add_argument("--no-near-duplicates", dest="near_duplicates", action="store_false",

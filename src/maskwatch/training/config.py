@@ -27,6 +27,9 @@ class TrainConfig:
     input_size: int = 0  # 0: the backbone's default
     crop_margin: float = DEFAULT_MARGIN
     face_threshold: float = DEFAULT_SCORE_THRESHOLD
+    # A class-per-folder photo where no face reaches face_threshold: crop its best face scoring at least this
+    # instead of the whole photo (0: the whole photo, as before; at least face_cache.STORE_THRESHOLD).
+    face_fallback: float = 0.0
     seed: int = 0  # initialisation, augmentation and order; and the split, unless split_seed is set
     # The split's own seed: another training seed on the same split (members of a mean of weights share one).
     split_seed: int | None = None

@@ -3,8 +3,9 @@
 Every image, whatever its format or size, goes through the same path as at
 inference: decode -> YuNet -> the square crop of ``maskwatch.crops``. The
 largest face above the detector threshold is the sample's face; when there is
-none, the whole image is used and counted. A scene sample comes with its
-annotated box, which is cropped as it is (no detector run).
+none, the best face down to the fallback score (when one is set), else the
+whole image, which is counted. A scene sample comes with its annotated box,
+which is cropped as it is (no detector run).
 """
 
 from __future__ import annotations
@@ -45,11 +46,17 @@ class CropRecord:
 class FaceCropCache:
     """Crops and detections for each image hash in ``folder`` (PNG crops plus one JSON line each)."""
 
-    def __init__(self, folder: Path, detector: YuNetDetector, margin: float, threshold: float) -> None:
+    def __init__(self, folder: Path, detector: YuNetDetector, margin: float, threshold: float,
+                 fallback: float = 0.0) -> None:
+        if fallback and not STORE_THRESHOLD <= fallback <= threshold:
+            raise ValueError(f"a fallback face score must be 0 (off) or from {STORE_THRESHOLD:g} to the face "
+                             f"threshold {threshold:g}, not {fallback:g}")
         # Keyed by the face model too: another detector finds other boxes, so its crops are other crops.
         model = sha256_of(detector.model_path)[:8]
-        self.folder = Path(folder) / f"crops-m{margin:g}-t{threshold:g}-s{CACHE_CROP_SIZE}-f{model}"
+        rule = f"t{threshold:g}" + (f"-b{fallback:g}" if fallback else "")
+        self.folder = Path(folder) / f"crops-m{margin:g}-{rule}-s{CACHE_CROP_SIZE}-f{model}"
         self.threshold = threshold
+        self.fallback = fallback
         self.folder.mkdir(parents=True, exist_ok=True)
         self.detector = detector
         self.margin = margin
@@ -109,8 +116,12 @@ class FaceCropCache:
         faces = self.detector.detect(image)
         detections = [[*map(float, f.box), float(f.score)] for f in faces]
         good = [f for f in faces if f.score >= self.threshold]
+        weak = [f for f in faces if self.fallback and f.score >= self.fallback]
         if good:
             face = max(good, key=lambda f: f.width * f.height)
+            box, margin, whole = list(face.box), self.margin, False
+        elif weak:  # the photo holds a face (its folder says so): the likeliest one beats the whole photo
+            face = max(weak, key=lambda f: f.score)
             box, margin, whole = list(face.box), self.margin, False
         else:
             box, margin, whole = list(whole_image_box(image)), 0.0, True
@@ -143,8 +154,10 @@ def found_face(cache: FaceCropCache, sample: Sample) -> bool:
 
 def run_crop_cache(config: dict, cache_dir: str | Path | None = None,
                    face_model: str | Path | None = None) -> FaceCropCache:
-    """A training run's own crop cache (its report's ``config``): same folder, face model, margin and threshold."""
+    """A training run's own crop cache (its report's ``config``): same folder, face model, margin, threshold and
+    fallback (none in a configuration from before it)."""
     folder = Path(cache_dir or config.get("cache_dir") or cache_root() / "train")
     detector = YuNetDetector(face_model or config.get("face_model"), score_threshold=config["face_threshold"],
                              extra_scales=())  # as training cut its crops
-    return FaceCropCache(folder, detector, config["crop_margin"], config["face_threshold"])
+    return FaceCropCache(folder, detector, config["crop_margin"], config["face_threshold"],
+                         config.get("face_fallback", 0.0))

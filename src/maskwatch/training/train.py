@@ -87,7 +87,7 @@ def prepare(config: TrainConfig) -> Prepared:
         samples = _limit_per_class(samples, config.limit, config.data_seed)
     # One YuNet pass: the faces of the training folders are large, and the crop cache was built this way.
     detector = YuNetDetector(config.face_model, score_threshold=config.face_threshold, extra_scales=())
-    crop_cache = FaceCropCache(cache, detector, config.crop_margin, config.face_threshold)
+    crop_cache = FaceCropCache(cache, detector, config.crop_margin, config.face_threshold, config.face_fallback)
     records = crop_cache.build(samples)
     unreadable = [records[s.sha256].error or "" for s in samples if records[s.sha256].error]
     samples = [s for s in samples if not records[s.sha256].error]
