@@ -74,8 +74,8 @@ def main() -> int:
     parser.add_argument("--errors", action="store_true",
                         help="also list the photos wrong at the model's own operating point")
     parser.add_argument("--face-fallback", type=float, default=None, metavar="SCORE",
-                        help="score the test photos on crops cut with this fallback face score (maskwatch train "
-                             "--face-fallback); the split is still rebuilt as the models were trained")
+                        help="cut the test and named photos' crops with this fallback face score (maskwatch "
+                             "train --face-fallback; 0: the whole photo); the split is rebuilt as trained")
     parser.add_argument("--photo", action="append", default=[],
                         help="a photo's file name: its split and the model's call (repeatable)")
     args = parser.parse_args()
@@ -92,11 +92,19 @@ def main() -> int:
     splits = [{s.sha256: s.split for s in samples} for samples, _cache in rebuilt]
     first, cache = rebuilt[0]
     test = [s for s in first if all(split.get(s.sha256) == "test" for split in splits)]
+    named = [s for s in first if s.path.name in args.photo]
     if args.face_fallback is not None:
-        cache = FaceCropCache(cache.folder.parent, cache.detector, cache.margin, cache.threshold, args.face_fallback)
-        cache.build([*test, *(s for s in first if s.path.name in args.photo)])
+        try:
+            cache = cache.with_fallback(args.face_fallback)
+        except ValueError as exc:
+            sys.exit(str(exc))
+        cache.build([*test, *named])
         print(f"test crops cut with a fallback face score of {args.face_fallback:g}", file=sys.stderr)
-    views = [resize_to(cache.load(s.sha256), classifier.input_size) for s in test]
+
+    def views_of(samples: list[Sample]) -> list[np.ndarray]:
+        return [resize_to(cache.load(s.sha256), classifier.input_size) for s in samples]
+
+    views = views_of(test)
     probabilities = np.concatenate([classifier.probabilities(views[i:i + 64]) for i in range(0, len(views), 64)])
     y = np.array([classifier.labels.index(s.label) for s in test], int)
     point = classifier.operating_point
@@ -124,10 +132,9 @@ def main() -> int:
         print(f"{len(wrong)} errors on {len({s.group or s.sha256 for s, _ in wrong})} distinct photos (near-copies "
               "as one); with_mask photos called incorrect_mask (bare in the two-class view): "
               f"{sum(s.label == WITH_MASK and c == INCORRECT_MASK for s, c in wrong)}")
-    named = [s for s in first if s.path.name in args.photo]
     if named:
         print("\nnamed photos: file, split, label, called, P(with_mask)")
-        named_p = classifier.probabilities([resize_to(cache.load(s.sha256), classifier.input_size) for s in named])
+        named_p = classifier.probabilities(views_of(named))
         for sample, index, p in zip(named, point.indices(named_p, classifier.labels), named_p, strict=True):
             print(f"{sample.path.name} | {sample.split} | {sample.label} | {classifier.labels[index]} | {p[mask]:.3f}")
     if missing := sorted(set(args.photo) - {s.path.name for s in named}):

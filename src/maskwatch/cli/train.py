@@ -37,18 +37,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         # Its output is a sigmoid per class, as the paper had.
         args.backbone, args.head, args.input_size, args.hidden, args.dropout = "resnet50v2", "paper", 224, 1024, 0.5
         args.views = min(args.views, 2)  # each view is a 100,352-value feature map: bound the cache
-    config = TrainConfig(
-        data_dir=args.data_dir[0], extra_data=args.data_dir[1:], class_balance=args.class_balance,
-        out_dir=args.out, backbone=args.backbone, input_size=args.input_size,
-        seed=args.seed, split_seed=args.split_seed, views=args.views, hidden=args.hidden, dropout=args.dropout,
-        lr=args.lr, weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
-        face_fallback=args.face_fallback,
-        cache_dir=args.cache, limit=args.limit, near_duplicates=args.near_duplicates, occlusion=args.occlusion,
-        painted_views=args.painted_views, below_nose_views=args.below_nose_views, head=args.head,
-        backbone_weights=args.backbone_weights,
-        unfreeze=args.unfreeze, finetune_lr=args.finetune_lr, finetune_epochs=args.finetune_epochs,
-        init_from=args.init_from,
-    )
+    try:
+        config = TrainConfig(
+            data_dir=args.data_dir[0], extra_data=args.data_dir[1:], class_balance=args.class_balance,
+            out_dir=args.out, backbone=args.backbone, input_size=args.input_size,
+            seed=args.seed, split_seed=args.split_seed, views=args.views, hidden=args.hidden, dropout=args.dropout,
+            lr=args.lr, weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
+            face_fallback=args.face_fallback,
+            cache_dir=args.cache, limit=args.limit, near_duplicates=args.near_duplicates, occlusion=args.occlusion,
+            painted_views=args.painted_views, below_nose_views=args.below_nose_views, head=args.head,
+            backbone_weights=args.backbone_weights,
+            unfreeze=args.unfreeze, finetune_lr=args.finetune_lr, finetune_epochs=args.finetune_epochs,
+            init_from=args.init_from,
+        )
+    except ValueError as exc:  # settings that contradict each other: said before any data is read
+        print(f"maskwatch: {exc}", file=sys.stderr)
+        return 2
     if args.command == "train" and "," in args.unfreeze:
         print("maskwatch: train takes one --unfreeze value; tune takes a list", file=sys.stderr)
         return 2
@@ -99,9 +103,9 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs")
     train.add_argument("--face-model", metavar="PATH")
     train.add_argument("--face-fallback", type=float, default=0.0, metavar="SCORE",
-                       help="a class-per-folder photo with no face at the face threshold: crop its best face "
-                            "scoring at least SCORE (0.1 or more) instead of the whole photo (default 0: the "
-                            "whole photo)")
+                       help="a class-per-folder photo with no face at the face threshold (0.5): crop its likeliest "
+                            "face scoring at least SCORE (from 0.1, under the threshold) instead of the whole "
+                            "photo (default 0: the whole photo)")
     train.add_argument("--cache", metavar="DIR", help="crop and feature cache (default: the user cache)")
     train.add_argument("--limit", type=int, default=0, help="use at most N images per class")
     train.add_argument("--no-near-duplicates", dest="near_duplicates", action="store_false",

@@ -11,6 +11,7 @@ import numpy as np
 from maskwatch.crops import DEFAULT_MARGIN
 from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
 from maskwatch.training.data import Sample
+from maskwatch.training.face_cache import check_fallback
 
 
 def data_seed(seed: int, split_seed: int | None) -> int:
@@ -69,6 +70,9 @@ class TrainConfig:
     # training a model instead of starting again from ImageNet (same backbone, input size, head and labels).
     init_from: str | None = None
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_fallback(self.face_fallback, self.face_threshold)  # before any data is read
 
     @property
     def data_seed(self) -> int:

@@ -39,8 +39,16 @@ class CropRecord:
     height: int
     detections: list[list[float]]  # [x1, y1, x2, y2, score] for every face down to STORE_THRESHOLD
     used_box: list[float] | None  # the box that was cropped; None when decoding failed
-    whole_image: bool  # True when no face passed the threshold
+    whole_image: bool  # True when no face passed the threshold (nor the fallback score, when one is set)
     error: str | None = None
+    fallback: bool = False  # True when the box is the likeliest face under the threshold (``face_fallback``)
+
+
+def check_fallback(fallback: float, threshold: float) -> None:
+    """A fallback face score is 0 (off), or at least the lowest score stored and under the face threshold."""
+    if fallback and not STORE_THRESHOLD <= fallback < threshold:
+        raise ValueError(f"a fallback face score must be 0 (off), or from {STORE_THRESHOLD:g} up to (not "
+                         f"including) the face threshold {threshold:g}, not {fallback:g}")
 
 
 class FaceCropCache:
@@ -48,9 +56,7 @@ class FaceCropCache:
 
     def __init__(self, folder: Path, detector: YuNetDetector, margin: float, threshold: float,
                  fallback: float = 0.0) -> None:
-        if fallback and not STORE_THRESHOLD <= fallback <= threshold:
-            raise ValueError(f"a fallback face score must be 0 (off) or from {STORE_THRESHOLD:g} to the face "
-                             f"threshold {threshold:g}, not {fallback:g}")
+        check_fallback(fallback, threshold)
         # Keyed by the face model too: another detector finds other boxes, so its crops are other crops.
         model = sha256_of(detector.model_path)[:8]
         rule = f"t{threshold:g}" + (f"-b{fallback:g}" if fallback else "")
@@ -67,6 +73,10 @@ class FaceCropCache:
             for line in self.index_path.read_text().splitlines():
                 record = CropRecord(**json.loads(line))
                 self.records[record.sha256] = record
+
+    def with_fallback(self, fallback: float) -> FaceCropCache:
+        """The same cache's crops as another fallback face score cuts them (in their own folder)."""
+        return FaceCropCache(self.folder.parent, self.detector, self.margin, self.threshold, fallback)
 
     def crop_path(self, sha256: str) -> Path:
         return self.folder / f"{sha256}.png"
@@ -127,13 +137,13 @@ class FaceCropCache:
             box, margin, whole = list(whole_image_box(image)), 0.0, True
         crop = face_crop(image, box, CACHE_CROP_SIZE, margin)
         cv2.imwrite(str(self.crop_path(sample.sha256)), crop)
-        return CropRecord(sample.sha256, width, height, detections, box, whole)
+        return CropRecord(sample.sha256, width, height, detections, box, whole, fallback=bool(weak) and not good)
 
 
 def split_portraits(root: str | Path, detector: YuNetDetector, folder: Path, seed: int = 0,
                     margin: float = DEFAULT_MARGIN) -> tuple[list[Sample], FaceCropCache]:
-    """A class-per-folder set cut and split as the training command splits it: one face per photo found by
-    ``detector``, near-duplicate crops grouped, stratified 60/20/20 with ``seed``.
+    """A class-per-folder set cut and split as the training command splits it (without ``--face-fallback``):
+    one face per photo found by ``detector``, near-duplicate crops grouped, stratified 60/20/20 with ``seed``.
 
     The scene benchmark pastes faces of its test split, and detector training pastes faces of its train split,
     so no benchmark face is ever learnt.

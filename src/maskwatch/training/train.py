@@ -166,6 +166,7 @@ def prepare(config: TrainConfig) -> Prepared:
         "scene_faces": len(samples) - len(folder_samples),
         "scene_images": len({s.group for s in samples if s.box is not None}),
         "whole_image_no_face": len(whole_image),
+        "fallback_face": sum(records[s.sha256].fallback for s in samples),
         "whole_image_no_face_in_test": sum(s.sha256 in whole_image for s in by_split["test"]),
         "byte_identical_groups": sum(1 for n in Counter(s.sha256 for s in folder_samples).values() if n > 1),
         "near_duplicate_groups": sum(1 for v in distinct_in_group.values() if len(v) > 1),
