@@ -250,6 +250,37 @@ def test_split_seed_keeps_the_split_under_another_training_seed(tmp_path: Path, 
     assert prepared("seed3", seed=3)[0] != split
 
 
+def test_split_from_keeps_another_runs_split_file(tmp_path: Path, yunet_path: Path) -> None:
+    """--split-from deals nothing: each sample keeps the split and group the file gives it, even one moved by hand;
+    a sample the file lacks is an error."""
+    from maskwatch.training.train import prepare
+
+    def config(name: str, **settings: object) -> TrainConfig:
+        return TrainConfig(data_dir=str(DATASET), out_dir=str(tmp_path / name), face_model=str(yunet_path),
+                           limit=15, cache_dir=str(tmp_path / "cache"), **settings)  # type: ignore[arg-type]
+
+    prepare(config("first"))
+    with open(tmp_path / "first" / "split.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    moved = next(r for r in rows if r["split"] == "test")
+    moved["split"] = "train"  # no seed deals this split
+    given = tmp_path / "given.csv"
+    with open(given, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    prep = prepare(config("kept", seed=3, split_seed=0, split_from=str(given)))
+    assert (tmp_path / "kept" / "split.csv").read_text() == given.read_text()
+    assert moved["sha256"] in {s.sha256 for s in prep.by_split["train"]}
+
+    with open(given, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[1:])
+    with pytest.raises(ValueError, match="1 samples are not in the split file"):
+        prepare(config("lacking", split_from=str(given)))
+
+
 def test_below_nose_views_need_the_class(tmp_path: Path, yunet_path: Path) -> None:
     from maskwatch.training.train import train
 

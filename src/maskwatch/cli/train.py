@@ -41,7 +41,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             data_dir=args.data_dir[0], extra_data=args.data_dir[1:], class_balance=args.class_balance,
             out_dir=args.out, backbone=args.backbone, input_size=args.input_size,
-            seed=args.seed, split_seed=args.split_seed, views=args.views, hidden=args.hidden, dropout=args.dropout,
+            seed=args.seed, split_seed=args.split_seed, split_from=args.split_from,
+            views=args.views, hidden=args.hidden, dropout=args.dropout,
             lr=args.lr, weight_decay=args.weight_decay, patience=args.patience, face_model=args.face_model,
             face_fallback=args.face_fallback,
             cache_dir=args.cache, limit=args.limit, near_duplicates=args.near_duplicates, occlusion=args.occlusion,
@@ -95,6 +96,9 @@ def add_train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--split-seed", type=int, default=None,
                        help="the split's own seed (default: --seed): train again with another --seed on the same "
                             "split, e.g. for `maskwatch average`")
+    train.add_argument("--split-from", metavar="SPLIT_CSV",
+                       help="keep another run's split (its split.csv) instead of dealing one: to compare recipes "
+                            "that cut other crops (--face-fallback, --face-model) on the same test photos")
     train.add_argument("--views", type=int, default=8, help="augmented views per training image")
     train.add_argument("--hidden", type=int, default=256)
     train.add_argument("--dropout", type=float, default=0.3)

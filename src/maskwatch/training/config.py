@@ -34,6 +34,9 @@ class TrainConfig:
     seed: int = 0  # initialisation, augmentation and order; and the split, unless split_seed is set
     # The split's own seed: another training seed on the same split (members of a mean of weights share one).
     split_seed: int | None = None
+    # Another run's split.csv: its split and groups are kept, whatever crops this run cuts (the split otherwise
+    # depends on them, through near-copies found on the crops), so that two recipes meet the same test photos.
+    split_from: str | None = None
     views: int = 8  # random augmented views of each training image
     hidden: int = 256
     dropout: float = 0.3

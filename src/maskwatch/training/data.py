@@ -168,6 +168,22 @@ def read_split(path: Path, roots: list[Path]) -> list[Sample]:
     return samples
 
 
+def apply_split_file(samples: list[Sample], path: str | Path) -> None:
+    """Give each sample the split and group that a ``split.csv`` (another run's) gave it, to train another recipe
+    (other crops, another face model) on the same photos. Every sample must be in the file."""
+    try:
+        with open(path, newline="") as handle:
+            rows = {row["sha256"]: row for row in csv.DictReader(handle)}
+    except (OSError, KeyError, csv.Error) as exc:
+        raise ValueError(f"cannot read the split file {path}: {exc}") from None
+    missing = [s for s in samples if s.sha256 not in rows]
+    if missing:
+        raise ValueError(f"{len(missing)} samples are not in the split file {path}, e.g. {missing[0].path}")
+    for sample in samples:
+        row = rows[sample.sha256]
+        sample.split, sample.group = row["split"], row["group"]
+
+
 def fingerprint(samples: list[Sample], with_split: bool = False) -> str:
     """A short hash of the data (and, optionally, the split), stored with a model to trace it back."""
     return _fingerprint([(s.sha256, s.label, s.split) for s in samples], with_split)

@@ -43,6 +43,7 @@ from maskwatch.training.config import Prepared, TrainConfig
 from maskwatch.training.data import (
     NEAR_DUPLICATE_BITS,
     Sample,
+    apply_split_file,
     dhash,
     fingerprint,
     group_near_duplicates,
@@ -96,9 +97,12 @@ def prepare(config: TrainConfig) -> Prepared:
     hashes = {s.sha256: dhash(crop_cache.load(s.sha256)) for s in samples}
     unsplit = [s for s in samples if not s.split]  # scene sets bring their own split
     plain_leaks = _near_copies_across(unsplit, hashes, config.data_seed)
-    if config.near_duplicates:
-        group_near_duplicates(unsplit, {s.sha256: hashes[s.sha256] for s in unsplit})
-    split_samples(samples, seed=config.data_seed)
+    if config.split_from:
+        apply_split_file(samples, config.split_from)
+    else:
+        if config.near_duplicates:
+            group_near_duplicates(unsplit, {s.sha256: hashes[s.sha256] for s in unsplit})
+        split_samples(samples, seed=config.data_seed)
     write_split(samples, config.data_roots, out / "split.csv")
 
     weights_tag = hashlib.sha256(str(config.backbone_weights or "default").encode()).hexdigest()[:8]
