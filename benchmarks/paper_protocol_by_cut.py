@@ -39,15 +39,7 @@ from maskwatch.labels import INCORRECT_MASK, WITH_MASK, two_class
 from maskwatch.model_files import cache_dir
 from maskwatch.training.augment import resize_to
 from maskwatch.training.config import data_seed
-from maskwatch.training.data import (
-    Sample,
-    apply_split_file,
-    dhash,
-    fingerprint,
-    group_near_duplicates,
-    scan_sources,
-    split_samples,
-)
+from maskwatch.training.data import Sample, deal_split, fingerprint, scan_sources
 from maskwatch.training.face_cache import FaceCropCache, run_crop_cache
 from maskwatch.training.operating_point import TWO_CLASS_SWEEP, two_class_accuracy
 
@@ -63,15 +55,10 @@ def rebuild_split(config: dict, expected: str, face_models: list[str]) -> tuple[
         cache = run_crop_cache(config, cache_dir() / "train", face_model)
         records = cache.build(samples)
         samples = [s for s in samples if not records[s.sha256].error]
-        if config.get("split_from"):  # trained on another run's split file
-            if not Path(config["split_from"]).is_file():
-                sys.exit(f"split {expected} was read from {config['split_from']}, which is not here")
-            apply_split_file(samples, config["split_from"])
-        else:
-            if config.get("near_duplicates", True):
-                unsplit = [s for s in samples if not s.split]  # scene sets bring their own split
-                group_near_duplicates(unsplit, {s.sha256: dhash(cache.load(s.sha256)) for s in unsplit})
-            split_samples(samples, seed=data_seed(config["seed"], config.get("split_seed")))
+        if config.get("split_from") and not Path(config["split_from"]).is_file():
+            sys.exit(f"split {expected} was read from {config['split_from']}, which is not here")
+        deal_split(samples, cache.crop_hash, seed=data_seed(config["seed"], config.get("split_seed")),
+                   near_duplicates=config.get("near_duplicates", True), split_from=config.get("split_from"))
         if fingerprint(samples, with_split=True) == expected:
             print(f"split {expected}: rebuilt with face model {face_model or 'shipped'}", file=sys.stderr)
             return samples, cache

@@ -11,7 +11,7 @@ import csv
 import hashlib
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +182,19 @@ def apply_split_file(samples: list[Sample], path: str | Path) -> None:
     for sample in samples:
         row = rows[sample.sha256]
         sample.split, sample.group = row["split"], row["group"]
+
+
+def deal_split(samples: list[Sample], crop_hash: Callable[[Sample], int], *, seed: int, near_duplicates: bool = True,
+               split_from: str | Path | None = None) -> None:
+    """How a training run splits its samples: as ``split_from`` (a split file) says, else near-copies grouped on
+    their crops' ``crop_hash`` (a scene set brings its own split) and the groups dealt with ``seed``."""
+    if split_from:
+        apply_split_file(samples, split_from)
+        return
+    if near_duplicates:
+        unsplit = [s for s in samples if not s.split]
+        group_near_duplicates(unsplit, {s.sha256: crop_hash(s) for s in unsplit})
+    split_samples(samples, seed=seed)
 
 
 def fingerprint(samples: list[Sample], with_split: bool = False) -> str:

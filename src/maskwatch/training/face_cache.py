@@ -102,6 +102,10 @@ class FaceCropCache:
             raise FileNotFoundError(self.crop_path(sha256))
         return crop
 
+    def crop_hash(self, sample: Sample) -> int:
+        """The difference hash of the sample's crop, by which near-copies are found."""
+        return dhash(self.load(sample.sha256))
+
     def _decode(self, path: Path) -> np.ndarray:
         if self._decoded is None or self._decoded[0] != path:
             try:
@@ -151,7 +155,7 @@ def split_portraits(root: str | Path, detector: YuNetDetector, folder: Path, see
     samples, _ = scan_dataset(root)
     cache = FaceCropCache(folder, detector, margin, DEFAULT_SCORE_THRESHOLD)
     cache.build(samples)
-    group_near_duplicates(samples, {s.sha256: dhash(cache.load(s.sha256)) for s in samples})
+    group_near_duplicates(samples, {s.sha256: cache.crop_hash(s) for s in samples})
     split_samples(samples, seed=seed)
     return samples, cache
 

@@ -43,10 +43,8 @@ from maskwatch.training.config import Prepared, TrainConfig
 from maskwatch.training.data import (
     NEAR_DUPLICATE_BITS,
     Sample,
-    apply_split_file,
-    dhash,
+    deal_split,
     fingerprint,
-    group_near_duplicates,
     scan_sources,
     split_samples,
     write_split,
@@ -94,15 +92,11 @@ def prepare(config: TrainConfig) -> Prepared:
     samples = [s for s in samples if not records[s.sha256].error]
     whole_image = {s.sha256 for s in samples if records[s.sha256].whole_image}
 
-    hashes = {s.sha256: dhash(crop_cache.load(s.sha256)) for s in samples}
+    hashes = {s.sha256: crop_cache.crop_hash(s) for s in samples}
     unsplit = [s for s in samples if not s.split]  # scene sets bring their own split
     plain_leaks = _near_copies_across(unsplit, hashes, config.data_seed)
-    if config.split_from:
-        apply_split_file(samples, config.split_from)
-    else:
-        if config.near_duplicates:
-            group_near_duplicates(unsplit, {s.sha256: hashes[s.sha256] for s in unsplit})
-        split_samples(samples, seed=config.data_seed)
+    deal_split(samples, lambda s: hashes[s.sha256], seed=config.data_seed, near_duplicates=config.near_duplicates,
+               split_from=config.split_from)
     write_split(samples, config.data_roots, out / "split.csv")
 
     weights_tag = hashlib.sha256(str(config.backbone_weights or "default").encode()).hexdigest()[:8]
