@@ -24,7 +24,7 @@ from maskwatch.faces.yunet import DEFAULT_SCORE_THRESHOLD
 from maskwatch.images import ImageError, load_image
 from maskwatch.model_files import cache_dir as cache_root
 from maskwatch.model_files import sha256_of
-from maskwatch.training.data import Sample, dhash, group_near_duplicates, scan_dataset, split_samples
+from maskwatch.training.data import Sample, deal_split, dhash, scan_dataset
 
 # Detections down to this score are stored, so that thresholds can be studied later without re-running.
 STORE_THRESHOLD = 0.1
@@ -131,11 +131,10 @@ class FaceCropCache:
         detections = [[*map(float, f.box), float(f.score)] for f in faces]
         good = [f for f in faces if f.score >= self.threshold]
         weak = [f for f in faces if self.fallback and f.score >= self.fallback]
-        if good:
-            face = max(good, key=lambda f: f.width * f.height)
-            box, margin, whole = list(face.box), self.margin, False
-        elif weak:  # the photo holds a face (its folder says so): the likeliest one beats the whole photo
-            face = max(weak, key=lambda f: f.score)
+        # The largest good face; else (the photo holds a face: its folder says so) the likeliest weak one beats
+        # the whole photo.
+        face = max(good, key=lambda f: f.width * f.height) if good else max(weak, key=lambda f: f.score, default=None)
+        if face is not None:
             box, margin, whole = list(face.box), self.margin, False
         else:
             box, margin, whole = list(whole_image_box(image)), 0.0, True
@@ -155,8 +154,7 @@ def split_portraits(root: str | Path, detector: YuNetDetector, folder: Path, see
     samples, _ = scan_dataset(root)
     cache = FaceCropCache(folder, detector, margin, DEFAULT_SCORE_THRESHOLD)
     cache.build(samples)
-    group_near_duplicates(samples, {s.sha256: cache.crop_hash(s) for s in samples})
-    split_samples(samples, seed=seed)
+    deal_split(samples, cache.crop_hash, seed=seed)
     return samples, cache
 
 
