@@ -40,7 +40,7 @@ from maskwatch.model_files import cache_dir
 from maskwatch.training.augment import resize_to
 from maskwatch.training.config import data_seed
 from maskwatch.training.data import Sample, deal_split, fingerprint, scan_sources
-from maskwatch.training.face_cache import FaceCropCache, run_crop_cache
+from maskwatch.training.face_cache import FaceCropCache, found_face, run_crop_cache
 from maskwatch.training.operating_point import TWO_CLASS_SWEEP, two_class_accuracy
 
 FACE_MODELS = (None, "stock")  # the shipped detector, then OpenCV Zoo's YuNet
@@ -63,6 +63,30 @@ def rebuild_split(config: dict, expected: str, face_models: list[str]) -> tuple[
             print(f"split {expected}: rebuilt with face model {face_model or 'shipped'}", file=sys.stderr)
             return samples, cache
     sys.exit(f"no face model reproduces split {expected}")
+
+
+# Issue 9's crowd targets count faces of 16 px and up; the errors list says which portraits hold a smaller face.
+SMALL_FACE = 16
+
+
+def face_box_size(cache: FaceCropCache, sample: Sample) -> tuple[float, float] | None:
+    """The cropped face's width and height in the photo's pixels; None when the crop is not a found face."""
+    if not found_face(cache, sample):
+        return None
+    x1, y1, x2, y2 = cache.records[sample.sha256].used_box or (0, 0, 0, 0)
+    return x2 - x1, y2 - y1
+
+
+def small_face(cache: FaceCropCache, sample: Sample) -> bool:
+    """Whether the crop is a face under SMALL_FACE px on its shorter side, or no found face (the whole photo)."""
+    return min(face_box_size(cache, sample) or (0, 0)) < SMALL_FACE
+
+
+def face_size(cache: FaceCropCache, sample: Sample) -> str:
+    record = cache.records[sample.sha256]
+    if (size := face_box_size(cache, sample)) is None:
+        return f"whole photo {record.width}x{record.height}"
+    return f"{size[0]:.0f}x{size[1]:.0f} px{' (fallback)' if record.fallback else ''}"
 
 
 def main() -> int:
@@ -121,17 +145,20 @@ def main() -> int:
         print(f"{cut:g} | {accuracy:.4f} | {round((1 - accuracy) * len(y))}{mark}")
     mask = classifier.labels.index(WITH_MASK)
     if args.errors:
-        print("\nwrong at the model's own operating point (two classes): file, label, called, P(with_mask)")
+        print("\nwrong at the model's own operating point (two classes): file, label, called, P(with_mask), face")
         wrong: list[tuple[Sample, str]] = []
         for sample, index, p in zip(test, point.indices(probabilities, classifier.labels), probabilities, strict=True):
             called = classifier.labels[index]
             if two_class(called) != two_class(sample.label):
-                print(f"{sample.path.name} | {sample.label} | {called} | {p[mask]:.3f}")
+                print(f"{sample.path.name} | {sample.label} | {called} | {p[mask]:.3f} | {face_size(cache, sample)}")
                 wrong.append((sample, called))
         # Near-copies share a group and a split, so one photo kept three times is three errors.
+        below_nose = sum(s.label == WITH_MASK and c == INCORRECT_MASK for s, c in wrong)
+        small = [s for s in test if small_face(cache, s)]
         print(f"{len(wrong)} errors on {len({s.group or s.sha256 for s, _ in wrong})} distinct photos (near-copies "
-              "as one); with_mask photos called incorrect_mask (bare in the two-class view): "
-              f"{sum(s.label == WITH_MASK and c == INCORRECT_MASK for s, c in wrong)}")
+              f"as one); with_mask photos called incorrect_mask (bare in the two-class view): {below_nose}; on a "
+              f"face under {SMALL_FACE} px or the whole photo: {sum(small_face(cache, s) for s, _ in wrong)} (of "
+              f"{len(small)} such test photos)")
     if named:
         print("\nnamed photos: file, split, label, called, P(with_mask)")
         named_p = classifier.probabilities(views_of(named))
