@@ -58,6 +58,7 @@ def test_sources_folders_globs_lists_and_videos(tmp_path: Path, yunet_path: Path
     (tmp_path / "videos").mkdir()
     clip = one_person(tmp_path / "videos", yunet_path, count=30)  # 1 s at 30 fps
     (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    (tmp_path / "videos" / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")  # a broken link: listed, reported
     images = tmp_path / "images"
     images.mkdir()
     for photo in photos(4):
@@ -65,13 +66,15 @@ def test_sources_folders_globs_lists_and_videos(tmp_path: Path, yunet_path: Path
     listing = tmp_path / "list.txt"
     listing.write_text(f"# a comment\n{images / photos(4)[0].name}\n\n{tmp_path / 'missing.jpg'}\n")
     files = expand_files([str(images), str(images / "*.jpg"), f"@{listing}", str(tmp_path / "videos")])
-    assert len(files) == 4 + 1 + 2  # each photo once, however often named; the missing file is kept
+    assert len(files) == 4 + 1 + 3  # each photo once, however often named; the missing file is kept
     assert [path.name for path, error in files if error] == []  # its error comes when it is opened
     items = plan(files, every_seconds=0.5)
     video = [item for item in items if item.file == str(clip.path)]
     assert [(item.frames, item.fps) for item in video] == [([0, 15], 30.0)]
     broken = [item for item in items if item.file.endswith("broken.mp4")]
     assert len(broken) == 1 and "cannot open" in broken[0].error
+    dangling = [item for item in items if item.file.endswith("dangling.mp4")]
+    assert len(dangling) == 1 and dangling[0].error.startswith("no such file")
     done = {video[0].keys()[0], items[0].keys()[0]}
     left = pending_items(items, done)
     assert len(left) == len(items) - 1 and [i.frames for i in left if i.file == str(clip.path)] == [[15]]

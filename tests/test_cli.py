@@ -67,10 +67,22 @@ def test_single_good_file_json_option_and_exit_zero(tmp_path: Path) -> None:
 
 
 def test_glob_and_missing_file(mixed_folder: Path) -> None:
-    result = run_cli("detect", str(mixed_folder / "*.jpg"), str(mixed_folder / "absent.jpg"), "--quiet")
+    result = run_cli("detect", str(mixed_folder / "*.jpg"), str(mixed_folder / "absent.jpg"),
+                     str(mixed_folder / "*.nomatch"), "--quiet")
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [Path(x["file"]).name for x in lines] == ["bare.jpg", "masked.jpg", "absent.jpg"]
-    assert "no such file" in lines[-1]["error"]
+    assert [Path(x["file"]).name for x in lines] == ["bare.jpg", "masked.jpg", "absent.jpg", "*.nomatch"]
+    assert "no such file" in lines[2]["error"]
+    assert lines[3]["error"] == f"no file matches {mixed_folder / '*.nomatch'}"
+    assert result.returncode == 1
+
+
+def test_a_broken_link_in_a_folder_gets_its_line(tmp_path: Path) -> None:
+    shutil.copy(BARE_JPG, tmp_path / "bare.jpg")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    result = run_cli("detect", str(tmp_path), "--quiet")
+    lines = {Path(x["file"]).name: x for x in map(json.loads, result.stdout.splitlines())}
+    assert set(lines) == {"bare.jpg", "dangling.jpg"}
+    assert lines["dangling.jpg"]["error"].startswith("no such file") and lines["bare.jpg"]["error"] is None
     assert result.returncode == 1
 
 

@@ -256,6 +256,7 @@ def test_malformed_requests_get_json_errors(client: httpx.Client) -> None:
     assert_error(client.post("/v1/detect", files=wrong_field), 400)
     text_field = client.post("/v1/detect", data={"file": "not a file"}, files={"other": ("a.txt", b"x")})
     assert_error(text_field, 400)
+    assert "holds text, not a file" in text_field.json()["error"]  # curl -F file=text instead of file=@path
     assert_error(client.post("/v1/detect", data={"file": "not a file"}), 415)  # a urlencoded form is no image
     assert_error(client.post("/v1/detect", content=b"--x\r\ngarbage",
                              headers={"Content-Type": "multipart/form-data; boundary=x"}), 400)

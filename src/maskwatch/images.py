@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass
@@ -142,10 +143,7 @@ def decode_image_frames(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> De
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise PixelLimitError(
-                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{max_pixels:,}"
-                )
+                raise pixel_limit_error(width * height, max_pixels)
             if width < 1 or height < 1:
                 raise ImageError(f"image has no pixels ({width}x{height})")
             frames = max(1, int(getattr(image, "n_frames", 1) or 1))
@@ -156,12 +154,20 @@ def decode_image_frames(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> De
         raise
     except UnidentifiedImageError:
         raise ImageError("not an image, or a format that cannot be read") from None
-    except Image.DecompressionBombError:
-        raise PixelLimitError(f"image is over the limit of {max_pixels:,} pixels") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit (twice ours or more) struck first
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise pixel_limit_error(int(pixels.group(1)) if pixels else None, max_pixels) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated and corrupt data as OSError / SyntaxError.
         raise ImageError(f"corrupt or truncated image: {exc}") from None
     return DecodedImage(_pil_to_bgr(_upright(image)), frames)
+
+
+def pixel_limit_error(pixels: int | None, max_pixels: int) -> PixelLimitError:
+    """One message whichever limit struck first, ours or Pillow's (which says only the pixel count, and
+    strikes or not depending on the largest limit used before in the process)."""
+    size = f"image is {pixels:,} pixels, over" if pixels is not None else "image is over"
+    return PixelLimitError(f"{size} the limit of {max_pixels:,} pixels")
 
 
 def _upright(image: Image.Image) -> Image.Image:

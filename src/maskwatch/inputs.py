@@ -52,18 +52,21 @@ def find_inputs(arguments: list[str]) -> list[Input]:
         else:
             matches = sorted(glob.glob(argument, recursive=True))
             files = [Path(m) for m in matches if Path(m).is_file()]
-            found += [Input(p, Path(p.name)) for p in files] if files else [Input(path, Path(path.name))]
+            found += ([Input(p, Path(p.name)) for p in files] if files
+                      else [Input(path, Path(path.name), f"no file matches {printable_name(argument)}")])
     return found
 
 
 def folder_images(folder: Path) -> list[Path]:
-    """The image files under ``folder``, sorted; sub-folders that cannot be read are skipped."""
+    """The image files under ``folder`` (by name), sorted; sub-folders that cannot be read are skipped."""
     files: list[Path] = []
     for root, dirs, names in os.walk(folder):  # os.walk skips unreadable sub-folders instead of raising
         dirs.sort()
         for name in names:
             candidate = Path(root) / name
-            if candidate.suffix.lower() in IMAGE_SUFFIXES and candidate.is_file():
+            # Every name, not only regular files: a broken link or a FIFO named like an image is listed, so
+            # reading it reports it by name instead of the batch passing over it in silence.
+            if candidate.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(candidate)
     return sorted(files)
 

@@ -103,9 +103,9 @@ def _expand(arguments: Iterable[str], nested: bool) -> Iterator[tuple[Path, str 
 
 
 def folder_videos(folder: Path) -> list[Path]:
-    """The video files under ``folder``; sub-folders that cannot be read are skipped (as for photos)."""
-    return [Path(root) / name for root, _dirs, names in os.walk(folder) for name in names
-            if is_video(Path(name)) and (Path(root) / name).is_file()]
+    """The video files under ``folder`` (by name: a broken link is listed and reported); sub-folders that
+    cannot be read are skipped (as for photos)."""
+    return [Path(root) / name for root, _dirs, names in os.walk(folder) for name in names if is_video(Path(name))]
 
 
 def plan(files: Iterable[tuple[Path, str | None]], every_seconds: float,
@@ -134,7 +134,7 @@ def sample_frames(path: Path, every_seconds: float) -> tuple[list[int], float, s
     import cv2
 
     if not path.is_file():
-        return [], 0.0, f"no such file: {path}"
+        return [], 0.0, f"not a regular file: {path}" if path.exists() else f"no such file: {path}"
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():

@@ -524,6 +524,8 @@ async def multipart_file(request: Request, body: bytes) -> tuple[bytes, str]:
         raise ApiError(400, f"malformed multipart body: {detail}") from None
     try:
         upload = form.get("file")
+        if isinstance(upload, str):  # curl -F file=text, not -F file=@path
+            raise ApiError(400, "the multipart field 'file' holds text, not a file (curl: -F file=@PATH)")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "the multipart body has no file field named 'file'")
         return await upload.read(), (upload.filename or "upload")[:MAX_FILENAME]
