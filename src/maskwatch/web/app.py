@@ -51,6 +51,9 @@ from maskwatch.results import ImageResult
 from maskwatch.web.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("maskwatch.web")
+# The multipart parser logs a warning for each broken body before it raises; the client gets that as a 400,
+# so the server log would only repeat it, unprefixed, once per bad request.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MB = 1024 * 1024
