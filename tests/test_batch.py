@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,15 @@ def test_sources_folders_globs_lists_and_videos(tmp_path: Path, yunet_path: Path
     assert len(broken) == 1 and "cannot open" in broken[0].error
     dangling = [item for item in items if item.file.endswith("dangling.mp4")]
     assert len(dangling) == 1 and dangling[0].error.startswith("no such file")
+    # A name that is not UTF-8 (OpenCV would crash on it, Arrow cannot store it): an error row, named printably.
+    for name in (b"caf\xe9.mp4", b"caf\xe9.jpg"):
+        latin = Path(os.fsdecode(bytes(tmp_path / "videos") + b"/" + name))
+        shutil.copy(clip.path, latin)
+        (item,) = plan([(latin, None)], every_seconds=0.5)
+        assert item.error == f"the file name is not valid UTF-8 (rename it): {item.source}"
+        assert item.source.endswith("/videos/caf\\xe9" + latin.suffix) and item.file == item.source
+        assert item.file.encode() and item.source.encode()  # UTF-8 text, as the results store it
+        latin.unlink()
     done = {video[0].keys()[0], items[0].keys()[0]}
     left = pending_items(items, done)
     assert len(left) == len(items) - 1 and [i.frames for i in left if i.file == str(clip.path)] == [[15]]

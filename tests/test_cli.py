@@ -76,6 +76,16 @@ def test_glob_and_missing_file(mixed_folder: Path) -> None:
     assert result.returncode == 1
 
 
+def test_annotated_copies_never_overwrite_an_input(tmp_path: Path) -> None:
+    shutil.copy(BARE_JPG, tmp_path / "bare.jpg")
+    before = (tmp_path / "bare.jpg").read_bytes()
+    result = run_cli("detect", str(tmp_path), "--out", str(tmp_path), "--quiet")  # --out: the photos' own folder
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "bare.jpg").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare-2.jpg", "bare.jpg"]
+    assert f"the run reads the input {tmp_path / 'bare.jpg'}; the copy of" in result.stderr
+
+
 def test_a_broken_link_in_a_folder_gets_its_line(tmp_path: Path) -> None:
     shutil.copy(BARE_JPG, tmp_path / "bare.jpg")
     (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")

@@ -258,12 +258,14 @@ def test_watch_with_no_broker_loses_no_frame(tmp_path: Path, yunet_path: Path) -
         [*CLI, str(clip.path), "--alert-after", "0.5", "--stats-every", "0.25", "--events", str(events),
          "--mqtt", f"mqtt://127.0.0.1:{free_port()}/{TOPIC}"],
         capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # every frame analysed, but no event reached a broker
     frames = [json.loads(line)["frame"] for line in result.stdout.splitlines()]
     assert frames == list(range(clip.frames))
     logged = read_events(events)
     assert [e["type"] for e in logged].count("stats") == 5 and logged[-1]["type"] == "stream_end"
     assert "not delivered before shutdown" in result.stderr and "0 event(s) acknowledged" in result.stderr
+    # As for the webhook: delivered + failed + dropped is every event sent, and the undelivered ones are failed.
+    assert f"mqtt: 0 of {len(logged)} event(s) delivered ({len(logged)} failed, 0 dropped)" in result.stderr
     assert time.monotonic() - started < 120  # a guard against a hang on the absent broker, not a speed check
 
 

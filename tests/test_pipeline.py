@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from badfiles import write_bad_inputs
 from conftest import BARE_JPG, MASKED_JPG, TEST_SPLIT_FACES
+from PIL import Image
 
-from maskwatch import FaceResult, ImageError, MaskDetector, detect_masks, load_image
+from maskwatch import FaceResult, ImageError, MaskDetector, Options, detect_masks, load_image
 from maskwatch.classifier import DEFAULT_CLASSIFIER_PATH, MaskClassifier
 
 
@@ -45,7 +46,9 @@ def test_path_bytes_and_array_agree(detector: MaskDetector) -> None:
     from_str = detector.detect(str(BARE_JPG))
     from_bytes = detector.detect(BARE_JPG.read_bytes())
     from_array = detector.detect(load_image(BARE_JPG))
-    for other in (from_str, from_bytes, from_array):
+    with Image.open(BARE_JPG) as opened:
+        from_pillow = detector.detect(opened)
+    for other in (from_str, from_bytes, from_array, from_pillow):
         assert [f.to_dict() for f in other] == [f.to_dict() for f in from_path]
 
 
@@ -62,6 +65,8 @@ def test_rotated_phone_photo_is_read_upright(detector: MaskDetector, tmp_path: P
     assert rotated.faces and upright.faces  # the best face is compared: weak extra ones may differ
     assert np.allclose(rotated.faces[0].box, upright.faces[0].box, atol=6)
     assert rotated.faces[0].label == upright.faces[0].label
+    with Image.open(files["rotated_exif.jpg"]) as opened:  # a Pillow image: its EXIF orientation applied too
+        assert detector.analyze(opened)[0].to_dict() == {**rotated.to_dict(), "file": ""}
 
 
 def test_analyze_reports_bad_input_instead_of_raising(detector: MaskDetector, tmp_path: Path) -> None:
@@ -70,6 +75,16 @@ def test_analyze_reports_bad_input_instead_of_raising(detector: MaskDetector, tm
     assert image is None and result.error and result.faces == []
     with pytest.raises(ImageError):
         detector.detect(files["not_an_image.jpg"])
+    for source, says in [(None, "cannot read a NoneType"), (42, "cannot read a int"),
+                         ("a\x00b.jpg", "NUL character"), ("https://example.com/a.jpg", "a URL is not read")]:
+        result, image = detector.analyze(source)  # type: ignore[arg-type]
+        assert image is None and says in (result.error or ""), source
+
+
+def test_an_operating_point_out_of_range_is_refused() -> None:
+    for value in (-1.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="mask_threshold must be between 0 and 1"):
+            MaskDetector.from_options(Options.photo(mask_threshold=value))
 
 
 def test_image_without_faces(detector: MaskDetector) -> None:

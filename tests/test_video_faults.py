@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,6 +92,21 @@ def test_bad_outputs_exit_2_before_anything_runs(tmp_path: Path, yunet_path: Pat
     assert watch(str(clip.path), "--out", str(tmp_path / "out.txt")).returncode == 2
     hook = watch(str(clip.path), "--webhook", "file:///etc/passwd")
     assert hook.returncode == 2 and "http://" in hook.stderr
+    before = clip.path.read_bytes()
+    for option in ("--out", "--json", "--events"):  # the video being read: writing it would destroy it
+        same = watch(str(clip.path), option, str(clip.path.parent / "." / clip.path.name))
+        assert same.returncode == 2 and "is the video being read" in same.stderr, (option, same.stderr)
+    assert clip.path.read_bytes() == before
+
+
+def test_a_video_name_that_is_not_utf8_is_refused_not_a_crash(tmp_path: Path, yunet_path: Path) -> None:
+    """OpenCV crashes the process (SIGSEGV) on such a name; it is refused by name first."""
+    clip = one_person(tmp_path, yunet_path, count=2)
+    latin = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.avi")  # a Latin-1 name from another system
+    shutil.copy(clip.path, latin)
+    result = subprocess.run([*CLI, os.fsencode(latin)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert "not valid UTF-8 (rename it)" in result.stderr and "caf\\xe9.avi" in result.stderr
 
 
 def test_parse_source() -> None:

@@ -15,6 +15,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,7 +32,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", "
 FILE_BYTES_PER_PIXEL = 8
 FILE_METADATA_BYTES = 16 * 1024 * 1024
 
-ImageInput = np.ndarray | bytes | bytearray | memoryview | str | os.PathLike
+ImageInput = np.ndarray | bytes | bytearray | memoryview | str | os.PathLike | Image.Image
 
 
 class ImageError(ValueError):
@@ -58,8 +59,9 @@ def max_file_bytes(max_pixels: int) -> int:
 def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Return ``source`` as an upright BGR uint8 array of shape (H, W, 3).
 
-    ``source`` is a path, the encoded bytes of a file, or an array that is
-    already decoded (BGR, BGRA or grayscale, as OpenCV gives them).
+    ``source`` is a path, the encoded bytes of a file, an array that is already decoded (BGR, BGRA or
+    grayscale, as OpenCV gives them), or a Pillow image (its EXIF orientation applied). Anything else, a URL
+    included (nothing is downloaded), is an ImageError.
     """
     return read_image(source, max_pixels).image
 
@@ -68,11 +70,30 @@ def read_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Deco
     """``load_image``, with the number of frames the file holds (only the first is decoded)."""
     if isinstance(source, np.ndarray):
         return DecodedImage(_array_to_bgr(source))
+    if isinstance(source, Image.Image):
+        width, height = source.size
+        if width * height > max_pixels:
+            raise pixel_limit_error(width * height, max_pixels)
+        return DecodedImage(_pil_to_bgr(_upright(source)))
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-    else:
+    elif isinstance(source, (str, os.PathLike)):
+        if isinstance(source, str) and (problem := url_problem(source)):
+            raise ImageError(problem)
         data = read_file(Path(source), max_file_bytes(max_pixels))
+    else:
+        raise ImageError(f"cannot read a {type(source).__name__}: give a path, the file's bytes, a numpy "
+                         "array or a Pillow image")
     return decode_image_frames(data, max_pixels=max_pixels)
+
+
+def url_problem(text: str) -> str | None:
+    """The error for a URL given where a file is wanted (nothing is downloaded), or None. A one-letter
+    scheme is a Windows drive, not a URL."""
+    parts = urlsplit(text)
+    if len(parts.scheme) > 1 and parts.netloc:
+        return f"a URL is not read (nothing is downloaded): save the image and give its path: {text}"
+    return None
 
 
 def read_file(path: Path, max_bytes: int) -> bytes:
@@ -87,6 +108,8 @@ def read_file(path: Path, max_bytes: int) -> bytes:
         raise ImageError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise ImageError(f"is a directory, not an image: {path}") from None
+    except ValueError:  # os.open refuses a NUL character in a path
+        raise ImageError(f"the path holds a NUL character: {str(path)!r}") from None
     except OSError as exc:
         raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskwatch.images import IMAGE_SUFFIXES
+from maskwatch.images import IMAGE_SUFFIXES, url_problem
 
 EMPTY_PATH_ERROR = "empty path: '' names no file (an unset shell variable?)"
 
@@ -36,6 +36,9 @@ def find_inputs(arguments: list[str]) -> list[Input]:
             found.append(Input(Path(argument), Path(argument), EMPTY_PATH_ERROR))
             continue
         path = Path(argument)
+        if problem := url_problem(argument):
+            found.append(Input(path, Path(path.name), problem))
+            continue
         try:
             is_dir, exists = path.is_dir(), path.exists()
         except OSError as exc:  # is_dir() raises for EACCES and ENAMETOOLONG, not only for a broken path
@@ -69,6 +72,19 @@ def folder_images(folder: Path) -> list[Path]:
             if candidate.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(candidate)
     return sorted(files)
+
+
+def utf8_name_problem(path: Path | str) -> str | None:
+    """Why this file name cannot be used where it must be UTF-8 text, or None. A name that is not valid UTF-8
+    (bytes from another system, which Python keeps as surrogate escapes) makes ``cv2.VideoCapture`` crash the
+    whole process instead of failing, and cannot be stored in the batch results (Arrow strings), so a video,
+    or any input of a batch, named like that is refused by name first. ``maskwatch detect`` reads photos with
+    Pillow and writes ``printable_name``, so it does not need this."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return f"the file name is not valid UTF-8 (rename it): {printable_name(path)}"
+    return None
 
 
 def printable_name(path: Path | str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskwatch.inputs import find_inputs, folder_images
+from maskwatch.inputs import find_inputs, folder_images, printable_name, utf8_name_problem
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
                             ".ts", ".3gp"})
@@ -117,6 +117,9 @@ def plan(files: Iterable[tuple[Path, str | None]], every_seconds: float,
     items: list[WorkItem] = []
     for path, known_error in files:
         source = os.path.abspath(path)
+        if known_error is None and (problem := utf8_name_problem(source)):  # the rows keep names as UTF-8 text
+            items.append(WorkItem("image", printable_name(path), printable_name(source), error=problem))
+            continue
         if known_error is not None or not is_video(path):
             items.append(WorkItem("image", str(path), source, error=known_error))
             continue

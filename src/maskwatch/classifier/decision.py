@@ -22,6 +22,11 @@ class OperatingPoint:
     mask_threshold: float = 0.5
     incorrect_threshold: float = 0.5
 
+    def __post_init__(self) -> None:
+        for name, value in (("mask_threshold", self.mask_threshold), ("incorrect_threshold", self.incorrect_threshold)):
+            if not 0.0 <= value <= 1.0:  # NaN too
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+
     def indices(self, probabilities: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         """The label index of each row of ``probabilities`` (N, len(labels))."""
         probabilities = np.asarray(probabilities, np.float64)

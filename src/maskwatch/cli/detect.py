@@ -41,7 +41,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"maskwatch: cannot load the models: {describe_load_error(exc)}", file=sys.stderr)
         return 2
     inputs = find_inputs(args.paths)
-    annotated = AnnotatedCopies(Path(args.out), args.out_format) if args.out else None
+    annotated = AnnotatedCopies(Path(args.out), args.out_format, [i.path for i in inputs]) if args.out else None
     failed = done = 0
     try:
         sink_context = open(args.json, "w", encoding="utf-8") if args.json else contextlib.nullcontext(sys.stdout)  # noqa: SIM115
@@ -116,22 +116,20 @@ def analyse_one(detector: Any, found: Any, annotated: AnnotatedCopies | None,
 
 class AnnotatedCopies:
     """Writes the annotated copies under ``folder``: the input's name (its path inside a searched folder),
-    with the output format's ending. Two inputs of one run that would get the same name (a/x.jpg and b/x.png)
-    never overwrite each other: the later one gets -2, -3, ... before its ending, and a note says so."""
+    with the output format's ending. A copy never overwrites an input of the run (``--out`` the photos' own
+    folder) nor another copy (a/x.jpg and b/x.png): it gets -2, -3, ... before its ending, and a note says so."""
 
-    def __init__(self, folder: Path, out_format: str) -> None:
+    def __init__(self, folder: Path, out_format: str, inputs: list[Path]) -> None:
         self.folder = folder
         self.suffix = ".jpg" if out_format == "jpg" else ".png"
         self.used: set[Path] = set()
+        self.inputs = {path.resolve() for path in inputs}
 
-    def target(self, name: Path) -> Path:
-        wanted = (self.folder / name).with_suffix(self.suffix)
-        target, number = wanted, 1
-        while target in self.used:
-            number += 1
-            target = wanted.with_name(f"{wanted.stem}-{number}{self.suffix}")
-        self.used.add(target)
-        return target
+    def taken(self, target: Path) -> str | None:
+        """Why ``target`` may not be written, or None."""
+        if target in self.used:
+            return "another input already wrote"
+        return "the run reads the input" if target.resolve() in self.inputs else None
 
     def write(self, found: Any, image: Any, faces: list, note: Callable[..., Any]) -> str | None:
         """Write one copy; the error for the result line, or None."""
@@ -140,11 +138,16 @@ class AnnotatedCopies:
         from maskwatch.inputs import printable_name
         from maskwatch.outputs import draw_results
 
-        target = self.target(found.name)
+        wanted = (self.folder / found.name).with_suffix(self.suffix)
+        target, number, why = wanted, 1, self.taken(wanted)
+        while self.taken(target):
+            number += 1
+            target = wanted.with_name(f"{wanted.stem}-{number}{self.suffix}")
+        self.used.add(target)
         shown = printable_name(target)
-        if target.name != found.name.with_suffix(self.suffix).name:
-            note(f"maskwatch: another input already wrote {printable_name(found.name.with_suffix(self.suffix))}; "
-                 f"the copy of {printable_name(found.path)} is {shown}", file=sys.stderr)
+        if why:
+            note(f"maskwatch: {why} {printable_name(wanted)}; the copy of {printable_name(found.path)} is {shown}",
+                 file=sys.stderr)
         ok, encoded = cv2.imencode(self.suffix, draw_results(image, faces))
         if not ok:
             return f"could not encode the annotated image for {shown}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,8 +18,8 @@ from maskwatch.video.analyzer import CLASSIFY_EVERY
 
 # Exit codes: 0 the source ended, 1 a live source was lost for good or failed while reading (a file cut short:
 # fewer frames than it declares, a stream read as a file that stalled), an output (--json, --events, --out)
-# failed while writing (disk full, broken pipe), or --webhook could not deliver every event, 2 nothing could start
-# (bad source, option, model or output), 130 stopped by Ctrl-C or SIGTERM.
+# failed while writing (disk full, broken pipe), or --webhook or --mqtt could not deliver every event, 2 nothing
+# could start (bad source, option, model or output), 130 stopped by Ctrl-C or SIGTERM.
 EXIT_OK, EXIT_FAILED, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 log = logging.getLogger("maskwatch.video")
@@ -152,11 +153,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if summary.source_error or summary.source_lost:
         print(f"maskwatch: {summary.source_error or 'the source was lost'}", file=sys.stderr)
         return EXIT_FAILED
-    if webhook is not None and not webhook.complete:  # a door controller that missed an alert must hear of it
-        print(f"maskwatch: webhook: {webhook.delivered} of {webhook.sent} event(s) delivered ({webhook.failed} "
-              f"failed, {webhook.dropped} dropped)", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    incomplete = [sink for sink in (webhook, mqtt) if sink is not None and not sink.complete]
+    for sink in incomplete:  # a door controller that missed an alert must hear of it
+        print(f"maskwatch: {sink.name}: {sink.delivered} of {sink.sent} event(s) delivered ({sink.failed} "
+              f"failed, {sink.dropped} dropped)", file=sys.stderr)
+    return EXIT_FAILED if incomplete else EXIT_OK
 
 
 def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, Any]:
@@ -172,6 +173,7 @@ def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, 
     from maskwatch.video.writers import VideoFileWriter, WindowDisplay, check_display
 
     spec = parse_source(args.source, args.live)
+    check_not_the_source(spec, {"--out": args.out, "--json": args.json, "--events": args.events})
     if args.show:
         check_display()
     if args.webhook:
@@ -210,6 +212,19 @@ def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, 
     watcher = StreamWatcher(analyzer, outputs, alert_after=args.alert_after, window=args.window,
                             source_name=spec.name, stats_every=args.stats_every)
     return source, watcher
+
+
+def check_not_the_source(spec: Any, outputs: dict[str, str | None]) -> None:  # (SourceSpec, option -> path)
+    """Refuse (OutputError, exit 2) an output file that is the video file being read: writing it would
+    destroy the input."""
+    from maskwatch.video.writers import OutputError
+
+    if not isinstance(spec.target, str) or spec.network:
+        return
+    for option, path in outputs.items():
+        with contextlib.suppress(OSError):  # an output that does not exist yet is not the source
+            if path and os.path.samefile(path, spec.target):
+                raise OutputError(f"{option} {path} is the video being read; writing it would destroy it")
 
 
 def _open_text(stack: contextlib.ExitStack, path: str, mode: str) -> TextIO:

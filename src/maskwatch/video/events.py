@@ -84,10 +84,27 @@ class EventQueue:
 
     def __init__(self, name: str, max_queue: int) -> None:
         self.name = name
+        # Once close() has returned, every event sent is in exactly one of these three counters.
+        self.delivered = 0
+        self.failed = 0  # could not be delivered, or still undelivered when close() gave up
         self.dropped = 0  # pushed out of the full queue, or sent after close()
         self._queue: deque[dict[str, Any]] = deque(maxlen=max_queue)
         self._cond = threading.Condition()
         self._closing = False
+
+    def pending(self) -> int:
+        """Events taken but neither delivered, failed nor dropped yet (the subclass's sender holds some)."""
+        return len(self._queue)
+
+    @property
+    def sent(self) -> int:
+        """Events handed to ``send``."""
+        return self.delivered + self.failed + self.dropped + self.pending()
+
+    @property
+    def complete(self) -> bool:
+        """Every event sent so far was delivered."""
+        return self.delivered == self.sent
 
     def send(self, event: dict[str, Any]) -> bool:
         """Queue ``event``; never blocks on the network. False (and counted as dropped) after ``close()``."""

@@ -98,12 +98,13 @@ class MqttSink(EventQueue):
         self.target = parse_mqtt_url(url)
         super().__init__("mqtt", max_queue)
         self.qos = qos
-        self.delivered = 0  # acknowledged by the broker
-        self.failed = 0  # refused by paho (a message too large, a bad topic): sending again cannot help
+        # delivered: acknowledged by the broker; failed: refused by paho (a message too large, a bad topic:
+        # sending again cannot help), or not acknowledged when close() gave up.
         self.connects = 0  # successful connections, reconnections included
         self._in_flight: dict[int, dict[str, Any]] = {}  # message id -> event, handed to paho, not acknowledged
         self._acked: set[int] = set()
         self._publishing = 0  # events between the queue and _in_flight
+        self._closed = False  # close() has counted what was left
         self._connected = False
         self._hold_until = 0.0  # monotonic time: until then, after a reconnection, new events wait
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -125,6 +126,9 @@ class MqttSink(EventQueue):
         self._thread = threading.Thread(target=self._run, name="maskwatch-mqtt", daemon=True)
         self._thread.start()
 
+    def pending(self) -> int:
+        return len(self._queue) + len(self._in_flight) + self._publishing
+
     @property
     def connected(self) -> bool:
         return self._connected
@@ -142,12 +146,18 @@ class MqttSink(EventQueue):
                 if not self._connected and time.monotonic() - start >= unreachable_wait:
                     break
                 self._cond.wait(max(0.0, min(0.1, deadline - time.monotonic())))
-            left = len(self._queue) + len(self._in_flight) + self._publishing
             self._closing = True
             self._cond.notify_all()
         self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         self._client.disconnect()
         self._client.loop_stop()
+        with self._cond:  # paho has stopped: nothing left now is acknowledged any more
+            left = self.pending()
+            self.failed += left
+            self._queue.clear()
+            self._in_flight.clear()
+            self._publishing = 0
+            self._closed = True  # a publish still under way when the join gave up counts nothing more
         if left:
             log.warning("mqtt: %d event(s) not delivered before shutdown (broker %s:%d %s)", left,
                         self.target.host, self.target.port, "connected" if self._connected else "unreachable")
@@ -172,11 +182,12 @@ class MqttSink(EventQueue):
             try:
                 self._publish(event, connection)
             except Exception:  # noqa: BLE001 - one bad event must never end the sender thread
-                self.failed += 1
+                with self._cond:
+                    self.failed += not self._closed
                 log.exception("mqtt: unexpected error publishing a %s event", event.get("type", "?"))
             finally:
                 with self._cond:
-                    self._publishing -= 1
+                    self._publishing -= not self._closed
                     self._cond.notify_all()
 
     def _may_publish(self, now: float) -> bool:
@@ -195,6 +206,8 @@ class MqttSink(EventQueue):
         payload = json.dumps(event, ensure_ascii=False).encode("utf-8")
         info = self._client.publish(topic, payload, qos=self.qos)
         with self._cond:
+            if self._closed:  # close() gave up on it and counted it as failed
+                return
             if info.rc == mqtt.MQTT_ERR_NO_CONN and self.connects == connection:  # it dropped just now
                 self._connected = False  # until _on_connect
             if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos):

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from maskwatch.inputs import printable_name, utf8_name_problem
+
 log = logging.getLogger("maskwatch.video")
 
 # Schemes handed to FFmpeg. Anything else (file:, concat:, subfile:, ...) is refused, so a
@@ -92,7 +94,9 @@ def parse_source(text: str, live: bool | None = None) -> SourceSpec:
     if path.is_dir():
         raise SourceError(f"{text} is a folder, not a video file (maskwatch batch takes folders)")
     if not path.is_file():
-        raise SourceError(f"no such video file: {text}")
+        raise SourceError(f"no such video file: {printable_name(text)}")
+    if problem := utf8_name_problem(text):  # OpenCV would crash on it
+        raise SourceError(problem)
     return SourceSpec(str(path), False if live is None else live, given)
 
 

@@ -75,25 +75,15 @@ class WebhookSink(EventQueue):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
-        # Once close() has returned, every event sent is in exactly one of these three counters.
-        self.delivered = 0
-        self.failed = 0  # given up after all retries, refused by the receiver, or still unsent at close()
-        self.attempts = 0
+        self.attempts = 0  # failed: given up after all retries, refused by the receiver, or unsent at close()
         self._closed = False  # close() has counted what was left: the sender thread counts nothing more
         self._busy = False
         self._opener = urllib.request.build_opener(_NoRedirects)
         self._thread = threading.Thread(target=self._run, name="maskwatch-webhook", daemon=True)
         self._thread.start()
 
-    @property
-    def sent(self) -> int:
-        """Events handed to ``send``."""
-        return self.delivered + self.failed + self.dropped + len(self._queue) + self._busy
-
-    @property
-    def complete(self) -> bool:
-        """Every event sent so far was delivered."""
-        return self.delivered == self.sent
+    def pending(self) -> int:
+        return len(self._queue) + self._busy
 
     def close(self, timeout: float = 10.0) -> bool:
         """Deliver what is queued for up to ``timeout`` seconds, then stop; True if nothing was left.
