@@ -20,7 +20,8 @@ def face_crop(
 ) -> np.ndarray:
     """Cut a square around ``box`` (x1, y1, x2, y2), padded by ``margin`` on each side, resized to ``size``.
 
-    Parts of the square outside the image are filled by repeating the border pixels.
+    Parts of the square outside the image are filled by repeating the border pixels; a square wholly outside
+    it is a ValueError.
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(x2 - x1, y2 - y1, 1.0) * (1.0 + 2.0 * margin)
@@ -31,6 +32,8 @@ def face_crop(
     pad_left, pad_top = max(0, -left), max(0, -top)
     pad_right, pad_bottom = max(0, left + side_px - width), max(0, top + side_px - height)
     inside = image[max(0, top): min(height, top + side_px), max(0, left): min(width, left + side_px)]
+    if inside.size == 0:
+        raise ValueError(f"the box {tuple(box)} lies outside the {width}x{height} image")
     if pad_left or pad_top or pad_right or pad_bottom:
         inside = cv2.copyMakeBorder(inside, pad_top, pad_bottom, pad_left, pad_right, cv2.BORDER_REPLICATE)
     interpolation = cv2.INTER_AREA if side_px > size else cv2.INTER_LINEAR

@@ -121,6 +121,16 @@ def download_verified(url: str, sha256: str, dest: Path, timeout: float = 60.0, 
         raise ModelFileError(f"download from {url} failed: {exc}") from None
 
 
+def _read_umask() -> int:
+    """The process umask (only os.umask reads it, by setting it: done once, at import, not while threads write)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_file(dest: Path) -> Iterator[BinaryIO]:
     """A file beside ``dest`` to write; it replaces ``dest`` when the block ends, and is removed if it raises,
@@ -131,6 +141,7 @@ def atomic_file(dest: Path) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(handle, "wb") as out:
             yield out
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it 0600; a file open() writes gets 0666 less the umask
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ def read_voc(path: Path) -> tuple[str, list[tuple[str, tuple[float, float, float
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
         raise ValueError(f"{path}: not a readable VOC XML file ({exc})") from None
+    width, height = (_number(root.findtext(f"size/{k}")) for k in ("width", "height"))
     objects = []
     for obj in root.iter("object"):
         bndbox = obj.find("bndbox")
@@ -33,9 +34,20 @@ def read_voc(path: Path) -> tuple[str, list[tuple[str, tuple[float, float, float
         box = (x1, y1, x2, y2)
         if not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
             raise ValueError(f"{path}: bad box {box}")
+        if width and height and (box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height):
+            raise ValueError(f"{path}: box {box} lies wholly outside the {width:g}x{height:g} image")
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
         objects.append(((obj.findtext("name") or "").strip(), box, difficult))
     return (root.findtext("filename") or "").strip(), objects
+
+
+def _number(text: str | None) -> float:
+    """A VOC size field as a number; 0 when it is missing or not a positive number (then nothing is checked)."""
+    try:
+        value = float(text or 0)
+    except ValueError:
+        return 0.0
+    return value if np.isfinite(value) and value > 0 else 0.0
 
 
 def manifest_splits(root: Path) -> dict[str, str]:

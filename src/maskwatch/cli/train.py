@@ -32,6 +32,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"maskwatch: training needs the train extra (pip install -e '.[train]'): {exc}", file=sys.stderr)
         return 2
 
+    if problem := run_folder_problem(Path(args.out)):  # before any data is read
+        print(f"maskwatch: {problem}", file=sys.stderr)
+        return 2
     if args.preset == "paper":
         # The paper: Keras ResNet50V2 (ImageNet, frozen) at 224 px, Flatten -> Dense(1024) -> Dropout -> Dense(2).
         # Its output is a sigmoid per class, as the paper had.
@@ -73,6 +76,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"model: {report['model']}  report: {Path(args.out) / 'report.json'}  evaluation: "
           f"{Path(args.out) / 'evaluation.md'}")
     return 0
+
+
+# What a run folder holds once a run has started: a new run there would mix its files with the old one's, and a
+# failed one would leave the old model beside a new split.
+RUN_FILES = ("report.json", "split.csv", "mask_classifier.onnx")
+
+
+def run_folder_problem(out: Path) -> str | None:
+    """Why ``--out`` cannot take a new run, or None: it is a file, or it holds a run already."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; give a folder for the run (it is created)"
+    if held := [name for name in RUN_FILES if (out / name).exists()]:
+        return f"--out {out} already holds a run ({', '.join(held)}): give a new folder, or remove it first"
+    return None
 
 
 def add_train_options(train: argparse.ArgumentParser) -> None:

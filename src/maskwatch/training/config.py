@@ -75,7 +75,15 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_fallback(self.face_fallback, self.face_threshold)  # before any data is read
+        """Settings that contradict each other or name missing files: said before any data is read."""
+        check_fallback(self.face_fallback, self.face_threshold)
+        if self.init_from:
+            if self.unfreeze == "0":
+                raise ValueError("--init-from starts phase 2 (fine-tuning) from a run: give --unfreeze N or all")
+            run = Path(self.init_from)
+            if missing := [n for n in ("report.json", "backbone.pt", "head.pt") if not (run / n).is_file()]:
+                raise ValueError(f"--init-from {run}: no {', '.join(missing)} (a run folder of `maskwatch train` "
+                                 "with a fine-tuned backbone has them)")
 
     @property
     def data_seed(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 
 from maskwatch.images import IMAGE_SUFFIXES
-from maskwatch.labels import canonical_label
+from maskwatch.labels import LABEL_ALIASES, LABELS, canonical_label
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)  # the paper's 60/20/20
@@ -61,16 +62,34 @@ def scan_dataset(root: str | Path, source: int = 0) -> tuple[list[Sample], list[
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder")
-    labels = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(labels) < 2:
-        raise ValueError(f"{root} needs one folder per class (at least two), found {labels}")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(folders) < 2:
+        raise ValueError(f"{root} needs one folder per class (at least two), found {folders}")
     samples = []
-    for label in labels:
-        for path in sorted((root / label).rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                samples.append(Sample(path=path, label=label, sha256=digest, group=digest, source=source))
+    for folder in folders:
+        label = known_label(folder, f"class folder {root / folder}")
+        found = [path for path in sorted((root / folder).rglob("*")) if path.is_file()
+                 and path.suffix.lower() in IMAGE_SUFFIXES
+                 and not any(part.startswith(".") for part in path.relative_to(root).parts)]
+        if not found:
+            raise ValueError(f"class folder {root / folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for path in found:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            samples.append(Sample(path=path, label=label, sha256=digest, group=digest, source=source))
+    labels = sorted({s.label for s in samples})
+    if len(labels) < 2:
+        raise ValueError(f"{root}: the class folders {folders} name fewer than two classes")
     return samples, labels
+
+
+def known_label(name: str, where: str) -> str:
+    """The maskwatch label of a data set's class name; a ValueError naming ``where`` for any other name, so a
+    misspelt folder or VOC class never trains a class of its own."""
+    label = canonical_label(name)
+    if label not in LABELS:
+        raise ValueError(f"{where}: unknown class {name!r}; use one of {', '.join(LABELS)} (or an alias: "
+                         f"{', '.join(sorted(set(LABEL_ALIASES) - set(LABELS)))})")
+    return label
 
 
 def scan_scenes(root: str | Path, source: int = 0) -> tuple[list[Sample], list[str]]:
@@ -82,7 +101,10 @@ def scan_scenes(root: str | Path, source: int = 0) -> tuple[list[Sample], list[s
     from maskwatch.voc import find_scenes, manifest_splits, read_voc
 
     root = Path(root)
-    pairs, _ = find_scenes(root)
+    pairs, skipped = find_scenes(root)
+    if skipped:
+        logging.getLogger("maskwatch.training").warning(
+            "%s: %d annotation file(s) without their image skipped, e.g. %s", root, len(skipped), skipped[0])
     if not pairs:
         raise ValueError(f"no VOC annotation (.xml) files with their images under {root}")
     splits = manifest_splits(root)
@@ -93,7 +115,7 @@ def scan_scenes(root: str | Path, source: int = 0) -> tuple[list[Sample], list[s
         for name, box, _difficult in read_voc(xml)[1]:
             if box[3] - box[1] < MIN_SCENE_FACE_PX:
                 continue
-            samples.append(Sample(path=image, label=canonical_label(name), sha256=box_key(digest, box),
+            samples.append(Sample(path=image, label=known_label(name, str(xml)), sha256=box_key(digest, box),
                                   group=digest, split=split, box=box, source=source))
     return samples, sorted({s.label for s in samples})
 
@@ -173,7 +195,10 @@ def apply_split_file(samples: list[Sample], path: str | Path) -> None:
     (other crops, another face model) on the same photos. Every sample must be in the file."""
     try:
         with open(path, newline="") as handle:
-            rows = {row["sha256"]: row for row in csv.DictReader(handle)}
+            reader = csv.DictReader(handle)
+            if missing_columns := {"sha256", "split", "group"} - set(reader.fieldnames or []):
+                raise ValueError(f"{path} is not a run's split.csv: no column {', '.join(sorted(missing_columns))}")
+            rows = {row["sha256"]: row for row in reader}
     except (OSError, KeyError, csv.Error) as exc:
         raise ValueError(f"cannot read the split file {path}: {exc}") from None
     missing = [s for s in samples if s.sha256 not in rows]

@@ -124,7 +124,10 @@ class FaceCropCache:
             return CropRecord(sample.sha256, 0, 0, [], None, False, f"{sample.path}: {exc}")
         height, width = image.shape[:2]
         if sample.box is not None:
-            crop = face_crop(image, sample.box, CACHE_CROP_SIZE, self.margin)
+            try:
+                crop = face_crop(image, sample.box, CACHE_CROP_SIZE, self.margin)
+            except ValueError as exc:  # a box beyond the image (its XML gave no size to check it against)
+                return CropRecord(sample.sha256, width, height, [], None, False, f"{sample.path}: {exc}")
             cv2.imwrite(str(self.crop_path(sample.sha256)), crop)
             return CropRecord(sample.sha256, width, height, [], list(sample.box), False)
         faces = self.detector.detect(image)

@@ -72,13 +72,13 @@ def prepare(config: TrainConfig) -> Prepared:
     """Scan, crop, group near-duplicates, split, and make the frozen features available."""
     started = time.time()
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir() / "train"
     spec = backbone_spec(config.backbone)
     size = config.input_size or spec.input_size
     torch.manual_seed(config.seed)
 
     samples, labels = scan_sources(config.data_roots)
+    out.mkdir(parents=True, exist_ok=True)  # after the data is known to be usable: a refusal leaves no folder
     if config.below_nose_views and INCORRECT_MASK not in labels:
         raise ValueError(f"below-nose views are labelled {INCORRECT_MASK}, a class none of the data folders has "
                          "(a VOC scene set with masks worn below the nose brings it)")
@@ -97,6 +97,7 @@ def prepare(config: TrainConfig) -> Prepared:
     plain_leaks = _near_copies_across(unsplit, hashes, config.data_seed)
     deal_split(samples, lambda s: hashes[s.sha256], seed=config.data_seed, near_duplicates=config.near_duplicates,
                split_from=config.split_from)
+    check_split(samples, labels)
     write_split(samples, config.data_roots, out / "split.csv")
 
     weights_tag = hashlib.sha256(str(config.backbone_weights or "default").encode()).hexdigest()[:8]
@@ -187,6 +188,20 @@ def train(config: TrainConfig) -> dict:
     tuned = finetune(prep, head, config, first_epoch=len(history) + 1)
     return finish(prep, tuned.head, history + tuned.history, config, extra={"finetune": tuned.summary},
                   backbone=tuned.module)
+
+
+def check_split(samples: list[Sample], labels: list[str]) -> None:
+    """A split a model can be trained, stopped early and tested on: every class in train, and val and test not
+    empty. Said before any feature is computed or any epoch run (a scene set whose manifest has no test rows,
+    or ``--limit`` too small to deal 60/20/20, used to fail only after training)."""
+    counts = {split: Counter(s.label for s in samples if s.split == split) for split in ("train", "val", "test")}
+    if missing := [label for label in labels if not counts["train"][label]]:
+        raise ValueError(f"no training samples of {', '.join(missing)} (train: {dict(counts['train'])})")
+    for split in ("val", "test"):
+        if not counts[split]:
+            raise ValueError(f"the {split} split is empty: a class-per-folder set is dealt 60/20/20 (it needs a "
+                             f"few images per class), a VOC scene set keeps its manifest's split (add a "
+                             f"class-per-folder set, or {split} rows to the manifest)")
 
 
 def nose_and_mouth(crop: np.ndarray, detector: YuNetDetector, margin: float) -> tuple[float, float]:
