@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import platform
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -89,6 +90,8 @@ def prepare(config: TrainConfig) -> Prepared:
     crop_cache = FaceCropCache(cache, detector, config.crop_margin, config.face_threshold, config.face_fallback)
     records = crop_cache.build(samples)
     unreadable = [records[s.sha256].error or "" for s in samples if records[s.sha256].error]
+    if unreadable:  # also in report.json, every one
+        print(f"skipped {len(unreadable)} unreadable image(s) or box(es), e.g. {unreadable[0]}", file=sys.stderr)
     samples = [s for s in samples if not records[s.sha256].error]
     whole_image = {s.sha256 for s in samples if records[s.sha256].whole_image}
 
