@@ -118,6 +118,12 @@ def test_the_command_reports_what_it_cannot_average(tmp_path: Path, capsys: pyte
         assert code == 2
         assert says in capsys.readouterr().err
         assert not (tmp_path / "soup").exists()  # nothing is written before every check has passed
+    run = tmp_path / "run"  # a training run's folder: a mean there would sit beside another model's files
+    run.mkdir()
+    (run / "history.csv").write_text("epoch\n")
+    code = main(["average", str(a), str(a), "--scenes", str(tmp_path), "--out", str(run)])
+    assert code == 2 and "holds a training run (history.csv)" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["history.csv"]
 
 
 TWO_CLASSES = ["with_mask", "without_mask"]

@@ -165,6 +165,9 @@ def average_models(models: Sequence[str | Path], out: str | Path, scenes: str | 
     inputs = {p.resolve() for p in paths} | {p.resolve().parent for p in paths}
     if out.resolve() in inputs:
         raise ValueError(f"--out {out} holds a model being averaged: choose a new folder")
+    if trained := [name for name in ("history.csv", "head.pt", "backbone.pt") if (out / name).exists()]:
+        # A mean written there would sit beside another model's weights, plots and evaluation.
+        raise ValueError(f"--out {out} holds a training run ({', '.join(trained)}): choose a new folder")
     proto, sources = average_weights(paths, weights)
     metadata = _metadata(sources, models, paths, equal_weights(len(paths), weights))
     files: dict[str, bytes] = {}
