@@ -54,6 +54,10 @@ def test_models_that_cannot_be_averaged_are_refused(tmp_path: Path) -> None:
     onnx.save(other, str(tmp_path / "other.onnx"))
     with pytest.raises(ValueError, match="not the same network"):
         average_weights([a, tmp_path / "other.onnx"])
+    copy = tmp_path / "copy.onnx"  # one model under two names: its mean is itself, so a wrong path
+    copy.write_bytes(a.read_bytes())
+    with pytest.raises(ValueError, match="are the same model"):
+        average_weights([a, copy])
 
 
 def test_average_writes_a_model_with_its_operating_point_and_sources(tmp_path: Path) -> None:
@@ -258,6 +262,9 @@ def test_face_model_averages_refuse_what_they_cannot_mean(yunet_path: Path, tmp_
     assert main(["average", "stock", str(SHIPPED_FACE_MODEL), "--scenes", str(scenes),
                  "--out", str(tmp_path / "d")]) == 2
     assert "put first one that `maskwatch train-detector` wrote" in capsys.readouterr().err
+    assert main(["average", str(SHIPPED_FACE_MODEL), str(SHIPPED_FACE_MODEL), "--scenes", str(scenes),
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "are the same model" in capsys.readouterr().err
     # Good models and a scene set that is not there: refused before anything is written.
     assert main(["average", str(SHIPPED_FACE_MODEL), "stock", "--scenes", str(tmp_path / "nowhere"),
                  "--out", str(tmp_path / "e")]) == 2

@@ -167,3 +167,24 @@ def test_full_disk_on_json_output_is_a_clear_failure(tmp_path: Path, yunet_path:
     assert "cannot write output" in result.stderr and "Traceback" not in result.stderr
     (end,) = read_events(events)  # the outputs that still work get the end of the stream
     assert end["type"] == "stream_end" and "output_error" in end
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_an_odd_frame_size_keeps_its_last_column_and_row(tmp_path: Path, suffix: str) -> None:
+    import numpy as np
+
+    from maskwatch.video.writers import VideoFileWriter
+
+    frame = np.zeros((75, 101, 3), np.uint8)  # odd both ways; its last column and row are white
+    frame[:, -1] = 255
+    frame[-1, :] = 255
+    writer = VideoFileWriter(tmp_path / f"odd{suffix}", fps=10)
+    for _ in range(3):
+        writer.write(frame)
+    writer.close()
+    capture = cv2.VideoCapture(str(tmp_path / f"odd{suffix}"))
+    ok, back = capture.read()
+    capture.release()
+    assert ok and back.shape == (76, 102, 3)  # one black column and row added, none cut
+    assert back[5:70, 100].mean() > 200 and back[74, 5:95].mean() > 200  # the white edges are still there
+    assert back[5:70, 101].mean() < 60 and back[75, 5:95].mean() < 60

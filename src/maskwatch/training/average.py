@@ -101,9 +101,17 @@ def mean_of_initializers(models: Sequence[onnx.ModelProto], paths: Sequence[Path
                          shares: Sequence[float]) -> onnx.ModelProto:
     """The first model, its float initializers replaced by the ``shares``-weighted mean of every model's.
 
-    The models must be one network: the same initializer names and shapes (checked). Integer initializers
-    (shapes, indices) are the first model's.
+    The models must be one network: the same initializer names and shapes (checked), and no file twice (the
+    mean of a model with itself is that model: a wrong path, not a soup). Integer initializers (shapes,
+    indices) are the first model's.
     """
+    seen: dict[str, Path] = {}
+    for path in paths:
+        digest = sha256_of(path)
+        if digest in seen:
+            raise ValueError(f"{seen[digest]} and {path} are the same model (sha256 {digest[:12]}…): "
+                             "average different fine-tunes")
+        seen[digest] = path
     tensors = [{t.name: numpy_helper.to_array(t) for t in m.graph.initializer} for m in models]
     for path, named in zip(paths[1:], tensors[1:], strict=True):
         shapes = {k: v.shape for k, v in named.items()}

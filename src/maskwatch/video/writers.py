@@ -20,6 +20,8 @@ class OutputError(RuntimeError):
 class VideoFileWriter:
     """Write frames to ``path`` at ``fps``; the frame size is fixed by the first frame.
 
+    The encoders want an even width and height and would cut an odd one's last column or row (where a
+    face at the edge and its label may be), so an odd frame gets one black column or row added instead.
     ``close`` must run for the file to be playable (an MP4 gets its index then):
     the watch loop calls it on every way out, Ctrl-C included.
     """
@@ -36,7 +38,7 @@ class VideoFileWriter:
         self.fps = fps
         self.frames = 0
         self._writer: cv2.VideoWriter | None = None
-        self._size: tuple[int, int] | None = None
+        self._size: tuple[int, int] | None = None  # the frames' (width, height); the file's is made even
 
     def open(self, size: tuple[int, int]) -> None:
         """Open the file for frames of ``size`` (width, height) now, so that a folder or codec that cannot
@@ -48,8 +50,11 @@ class VideoFileWriter:
         if self._writer is None:
             self._open(image)
         assert self._size is not None and self._writer is not None
+        width, height = self._size
         if (image.shape[1], image.shape[0]) != self._size:  # a stream that changed resolution midway
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        if width % 2 or height % 2:
+            image = cv2.copyMakeBorder(image, 0, height % 2, 0, width % 2, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         self._writer.write(image)
         self.frames += 1
 
@@ -57,8 +62,9 @@ class VideoFileWriter:
         self._open_size((image.shape[1], image.shape[0]))
 
     def _open_size(self, size: tuple[int, int]) -> None:
+        even = (size[0] + size[0] % 2, size[1] + size[1] % 2)
         try:
-            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.fourcc), self.fps, size)
+            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.fourcc), self.fps, even)
         except cv2.error as exc:
             raise OutputError(f"cannot write video to {self.path}: {exc}") from None
         if not writer.isOpened():
