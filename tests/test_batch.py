@@ -26,7 +26,7 @@ from video_scenes import one_person
 
 ray = pytest.importorskip("ray", reason="the batch extra: pip install -e '.[batch]'")
 
-from maskwatch.batch import BatchConfig, plan, read_results, run_batch  # noqa: E402
+from maskwatch.batch import BatchConfig, BatchError, plan, read_results, run_batch  # noqa: E402
 from maskwatch.batch.sources import SourceError, expand_files, pending_items  # noqa: E402
 from maskwatch.inputs import EMPTY_PATH_ERROR  # noqa: E402
 from maskwatch.options import Options  # noqa: E402
@@ -166,7 +166,9 @@ def test_interrupted_run_resumes_with_what_is_left(tmp_path: Path, cluster: str)
     first = read_results(out)
     assert 4 <= len(first) < len(inputs)
     (out / ".part-crashed-00000.parquet.tmp").write_bytes(b"half a shard")  # what a crash leaves behind
-    resumed = run_batch(dataclasses.replace(config, fmt="jsonl"))
+    with pytest.raises(ValueError, match="holds parquet shards: use --format parquet"):  # one folder, one format
+        run_batch(dataclasses.replace(config, fmt="jsonl"))
+    resumed = run_batch(config)
     assert (resumed.already_done, resumed.processed) == (len(first), len(inputs) - len(first))
     rows = read_results(out)
     assert sorted(keys(rows)) == sorted((os.path.abspath(p), None) for p in inputs)
@@ -202,3 +204,17 @@ def _wait(condition, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_a_run_that_wrote_nothing_leaves_no_settings_behind(tmp_path: Path, yunet_path: Path) -> None:
+    """A job that failed before any row came back (a bad list file, Ray out of reach) does not tie the
+    folder to its settings: the next command, with other settings, is taken."""
+    out = tmp_path / "out"
+    with pytest.raises(BatchError, match="no such list file"):
+        run_batch(BatchConfig(sources=(f"@{tmp_path / 'absent.txt'}",), out=out, options=FAST, progress=False))
+    assert not (out / "_batch.json").exists()
+    command = [sys.executable, "-m", "maskwatch.cli", "batch", str(MASKED_JPG), "--out", str(out), "--quiet"]
+    refused = subprocess.run([*command, "--address", "ray://head.local:10001"], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "Ray Client (ray://) cannot run Ray Data" in refused.stderr
+    assert not (out / "_batch.json").exists()

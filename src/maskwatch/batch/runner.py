@@ -31,6 +31,7 @@ from maskwatch.batch.store import (
     check_settings,
     done_keys,
     from_table,
+    record_settings,
     remove_partial_shards,
 )
 from maskwatch.options import Options
@@ -53,12 +54,19 @@ class BatchConfig:
     options: Options = field(default_factory=Options.photo)
     fmt: str = "parquet"
     every_seconds: float = 1.0
-    address: str | None = None  # None: a local Ray started for the job; "auto" or "ray://HOST:PORT": a cluster
+    address: str | None = None  # None: a local Ray started for the job; "auto" or the head's HOST:PORT: a cluster
     workers: int | None = None  # None: as many as the CPUs allow
     cpus_per_worker: float = 1.0
     batch_size: int = 8  # items per call of a worker
     shard_rows: int = 256  # rows per output shard
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.address and self.address.startswith("ray://"):
+            # Ray Data does not run through Ray Client: its first dataset fails inside Ray (measured with
+            # Ray 2.60), after the connection itself has worked.
+            raise ValueError(f"--address {self.address}: Ray Client (ray://) cannot run Ray Data; run maskwatch "
+                             "batch on a node of the cluster with --address auto (or the head's HOST:6379)")
 
     def settings(self) -> dict[str, Any]:
         """What makes results comparable: rows made with other settings must not mix in one folder."""
@@ -131,7 +139,7 @@ def run_batch(config: BatchConfig, on_shard: Callable[[Path], None] | None = Non
     out.mkdir(parents=True, exist_ok=True)
     summary = BatchSummary()
     with _exclusive(out):
-        check_settings(out, config.settings())
+        check_settings(out, config.settings(), config.fmt)  # recorded once rows come back, not before
         if removed := remove_partial_shards(out):
             log.info("removed %d unfinished shard(s) of an interrupted run", removed)
         try:
@@ -165,6 +173,7 @@ def _process(config: BatchConfig, pending: list[src.WorkItem], workers: int, sum
         for rows in _results(config, pending, workers):
             if not summary.processed:
                 summary.first_row_seconds = time.monotonic() - submitted
+                record_settings(Path(config.out), config.settings())
             summary.add(rows)
             bar.update(len(rows))
             if (shard := writer.add(rows)) is not None:

@@ -156,8 +156,9 @@ def done_keys(out: Path) -> dict[Key, bool]:
             for row in iter_rows(out, columns=["source", "frame", "error"])}
 
 
-def check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Record the settings of the first run in ``out``; refuse to add rows made with other settings."""
+def check_settings(out: Path, settings: dict[str, Any], fmt: str) -> None:
+    """Refuse (ValueError) to add rows to ``out`` made with other settings than its rows', or shards of
+    another format (one folder is read as one dataset, e.g. by ``pd.read_parquet``). Writes nothing."""
     path = out / SETTINGS_FILE
     if path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
@@ -165,6 +166,15 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
             changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
             raise ValueError(f"{out} holds results made with other settings ({', '.join(changed)}); "
                              "use a new --out folder, or the settings of the first run")
+    if others := sorted({p.suffix.lstrip(".") for p in shard_paths(out)} - {fmt}):
+        raise ValueError(f"{out} holds {', '.join(others)} shards: use --format {others[0]} to add to them, "
+                         "or a new --out folder")
+
+
+def record_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Keep the settings of the first rows written to ``out`` (``check_settings`` compares with them)."""
+    path = out / SETTINGS_FILE
+    if path.is_file():
         return
     temporary = out / f".{SETTINGS_FILE}.tmp"
     temporary.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -28,8 +28,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        help="analyse one video frame every S seconds (default 1)")
     ray_group = batch.add_argument_group("Ray")
     ray_group.add_argument("--address", metavar="ADDR",
-                           help="an existing cluster: 'auto' (this node's) or ray://HOST:PORT "
-                                "(default: start a local Ray for the job)")
+                           help="an existing cluster, run from one of its nodes: 'auto' (the cluster this node "
+                                "joined) or the head's HOST:PORT (default: start a local Ray for the job)")
     ray_group.add_argument("--workers", type=positive_int, metavar="N",
                            help="worker processes, each loading the models once (default: CPUs / --cpus-per-worker)")
     ray_group.add_argument("--cpus-per-worker", type=positive_float, default=1.0, metavar="N",
@@ -60,13 +60,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
         _check_model_paths(options.face_model, options.classifier, remote=bool(args.address))
+        config = BatchConfig(sources=tuple(args.sources), out=Path(args.out), options=options, fmt=args.format,
+                             every_seconds=args.every_seconds, address=args.address, workers=args.workers,
+                             cpus_per_worker=args.cpus_per_worker, batch_size=args.batch_size,
+                             shard_rows=args.shard_rows, progress=not args.quiet)
     except (ValueError, FileNotFoundError) as exc:
         print(f"maskwatch: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
-    config = BatchConfig(sources=tuple(args.sources), out=Path(args.out), options=options, fmt=args.format,
-                         every_seconds=args.every_seconds, address=args.address, workers=args.workers,
-                         cpus_per_worker=args.cpus_per_worker, batch_size=args.batch_size,
-                         shard_rows=args.shard_rows, progress=not args.quiet)
     try:
         summary = run_batch(config)
     except KeyboardInterrupt:
