@@ -384,6 +384,17 @@ def test_serve_refuses_a_missing_model_before_listening(tmp_path: Path) -> None:
     assert "none.onnx" in result.stderr
 
 
+def test_serve_on_a_taken_port_says_so_and_never_claims_to_serve() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "maskwatch.cli", "serve", "--host", "127.0.0.1",
+                                 "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "serving on" not in result.stderr
+
+
 @pytest.mark.parametrize("option", [["--max-upload-mb", "inf"], ["--max-upload-mb", "nan"],
                                     ["--read-timeout", "0"], ["--read-timeout", "inf"]])
 def test_serve_refuses_non_finite_limits(option: list[str]) -> None:

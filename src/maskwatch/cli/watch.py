@@ -44,12 +44,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--webhook", metavar="URL", help="also POST each event as JSON to this http(s) URL")
     out.add_argument("--stats-every", type=non_negative_float, default=0.0, metavar="SECONDS",
                      help="also send a 'stats' event with the counters every SECONDS of stream time to "
-                          "--events, --webhook and --mqtt (default 0: only at the end)")
+                          "--events, --webhook and --mqtt (default 0: none; the counters still come in stream_end)")
     out.add_argument("--quiet", action="store_true", help="log only warnings and errors")
     track = watch.add_argument_group("tracking")
     track.add_argument("--classify-every", type=positive_int, default=CLASSIFY_EVERY, metavar="N",
-                       help="classify each tracked face every Nth detection (new and uncertain faces at once); "
-                            f"detection and tracking still run on every frame (default {CLASSIFY_EVERY})")
+                       help="classify each tracked face every Nth detection round (new and uncertain faces at "
+                            "once): every Nth frame, or every (N x --detect-every)th; tracking still runs on every "
+                            f"frame (default {CLASSIFY_EVERY})")
     track.add_argument("--detect-every", type=positive_int, default=1, metavar="N",
                        help="run the models on every Nth frame and track faces in between (default 1)")
     track.add_argument("--detect-size", type=positive_int, metavar="PX",
