@@ -289,6 +289,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, yunet_path: Path) -> Path
     return out
 
 
+def test_a_folder_that_is_not_a_run_is_said_plainly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "report.json").write_text('{"labels": ["with_mask", "without_mask"]}')
+    for run, says in ((tmp_path / "absent", "no such run folder"), (empty, "not a `maskwatch train` run folder"),
+                      (odd, "not a `maskwatch train` report (no config)")):
+        assert evaluate(str(run), "--json", str(tmp_path / "e.json")) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+        assert not (tmp_path / "e.json").exists()  # a --json file is not left behind empty
+
+
 def test_run_dir_evaluation(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
     assert evaluate(str(tiny_run), "--calibrate") == 0
     assert "test accuracy" in capsys.readouterr().out

@@ -61,6 +61,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("maskwatch evaluate: give exactly one of RUN_DIR, --faces DIR or --scenes DIR", file=sys.stderr)
         return EXIT_UNUSABLE
     json_out = None
+    json_is_new = bool(args.json) and not Path(args.json).exists()  # removed again if nothing is written
+    written = False
     if args.json:  # opened before the long evaluation, so that a bad path fails at once
         try:
             json_out = _open_json_output(Path(args.json))
@@ -82,6 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 json_out.truncate()
                 json_out.write(dumps_json(result))
                 json_out.flush()
+                written = True
             except OSError as exc:
                 print(f"maskwatch: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
                 return EXIT_UNUSABLE
@@ -90,6 +93,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if json_out is not None:
             with contextlib.suppress(OSError):
                 json_out.close()
+            if json_is_new and not written:
+                with contextlib.suppress(OSError):
+                    Path(args.json).unlink()
 
 
 def _open_json_output(path: Path):  # -> TextIO

@@ -25,7 +25,7 @@ from maskwatch.evaluation.calibration import CALIBRATED_NAME, write_calibrated_m
 from maskwatch.evaluation.common import fmt, markdown_table
 from maskwatch.labels import WITH_MASK
 from maskwatch.training.augment import EVAL_FACE_SIZES, as_small_face, resize_to
-from maskwatch.training.data import Sample, read_split
+from maskwatch.training.data import Sample, read_run_report, read_split
 from maskwatch.training.face_cache import FaceCropCache, run_crop_cache
 from maskwatch.training.metrics import (
     ECE_BINS,
@@ -116,7 +116,7 @@ def dumps_json(result: dict) -> str:
 
 def load_run(run: Path, data_dir: str | Path | None, cache_dir: str | Path | None,
              face_model: str | Path | None) -> RunData:
-    report = json.loads((run / "report.json").read_text())
+    report = read_run_report(run)
     config = report["config"]
     classifier = MaskClassifier(run / MODEL_FILE_NAME)
     if classifier.labels != report["labels"]:

@@ -35,7 +35,14 @@ from maskwatch.images import ImageError, load_image
 from maskwatch.labels import WITHOUT_MASK
 from maskwatch.model_files import atomic_file, sha256_of
 from maskwatch.training.augment import hand_over_mouth_view, resize_to
-from maskwatch.training.data import Sample, read_split, scan_scenes, split_file_fingerprint, write_split
+from maskwatch.training.data import (
+    Sample,
+    read_run_report,
+    read_split,
+    scan_scenes,
+    split_file_fingerprint,
+    write_split,
+)
 from maskwatch.training.face_cache import run_crop_cache
 from maskwatch.training.metrics import classification_report
 from maskwatch.training.operating_point import choose_operating_point, two_class_accuracy
@@ -290,7 +297,7 @@ def _test_figures(models: Sequence[str | Path], paths: Sequence[Path], sources: 
         if member is None and meta.get("split_fingerprint") != sources[0].get("split_fingerprint"):
             return {"test_figures": f"none: {model} has no split.csv and was split otherwise than {run}"}, {}, None
     try:
-        report = json.loads((run / "report.json").read_text())
+        report = read_run_report(run)
         config = report["config"]
         roots = [Path(p) for p in [config["data_dir"], *config.get("extra_data", [])]]
         samples = read_split(run / "split.csv", roots)

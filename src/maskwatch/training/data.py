@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -284,3 +286,20 @@ def group_near_duplicates(samples: list[Sample], hashes: dict[str, int]) -> None
     groups = near_duplicate_groups(hashes)
     for sample in samples:
         sample.group = groups.get(sample.sha256, sample.sha256)
+
+
+def read_run_report(run: Path) -> dict[str, Any]:
+    """``run``/report.json, checked to be what `maskwatch train` writes (FileNotFoundError, ValueError)."""
+    if not run.is_dir():
+        raise FileNotFoundError(f"no such run folder: {run}")
+    path = run / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run} is not a `maskwatch train` run folder (it has no report.json)")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a `maskwatch train` report (not JSON: {exc})") from None
+    missing = [key for key in ("config", "labels") if not isinstance(report, dict) or key not in report]
+    if missing:
+        raise ValueError(f"{path} is not a `maskwatch train` report (no {' or '.join(missing)})")
+    return report

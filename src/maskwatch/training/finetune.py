@@ -18,7 +18,6 @@ Choices, and why:
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from maskwatch.classifier.onnx_classifier import normalise
 from maskwatch.training.backbones import backbone_spec, create_backbone
 from maskwatch.training.config import Prepared, TrainConfig
+from maskwatch.training.data import read_run_report
 from maskwatch.training.features import to_channels_last, torch_features
 from maskwatch.training.model import feature_module, freeze
 from maskwatch.training.objective import VALIDATION_KINDS, class_weights, make_loss, output_activation
@@ -178,7 +178,7 @@ def load_run_weights(run: Path, module: nn.Module, head: nn.Module, labels: list
 
     Only tensors are read (``weights_only``): a run folder from elsewhere cannot run code here.
     """
-    report = json.loads((run / "report.json").read_text())
+    report = read_run_report(run)
     if report["labels"] != labels:
         raise ValueError(f"--init-from {run}: its labels {report['labels']} are not this run's {labels}")
     state = run / "backbone.pt"
