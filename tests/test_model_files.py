@@ -63,13 +63,21 @@ def test_damaged_cache_is_replaced(model_server: str, no_local_model: Path,
     assert sha256_of(resolve(YUNET)) == YUNET.sha256
 
 
-def test_unreachable_url_says_how_to_supply_the_file(no_local_model: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_url_says_how_to_supply_the_file(no_local_model: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from maskwatch.cli import main
+    from maskwatch.faces.yunet import SHIPPED_FACE_MODEL
+
     monkeypatch.setenv("MASKWATCH_FACE_MODEL_URL", "http://127.0.0.1:9/none.onnx")
     with pytest.raises(ModelFileError) as info:
         resolve(YUNET)
     message = str(info.value)
     assert "MASKWATCH_FACE_MODEL" in message and "--face-model" in message and YUNET.sha256 in message
+    # A command without the option (maskwatch average) is not told to use it.
+    assert main(["average", str(SHIPPED_FACE_MODEL), "stock", "--scenes", str(no_local_model.parent),
+                 "--out", str(no_local_model.parent / "soup")]) == 2
+    message = capsys.readouterr().err
+    assert "MASKWATCH_FACE_MODEL" in message and "--face-model" not in message and YUNET.sha256 in message
 
 
 def test_explicit_path_and_environment_come_first(yunet_path: Path, tmp_path: Path,

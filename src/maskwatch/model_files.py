@@ -51,7 +51,7 @@ class ModelFile:
     sha256: str  # the pinned digest; with algorithm="md5", an md5 (Keras publishes only md5 for its weights)
     env_var: str  # environment variable that may hold a local path
     url_env_var: str = ""  # environment variable that may override the URL (mirrors, tests)
-    option: str = "the model option"  # the command-line option that takes a local path
+    option: str = "the model option"  # the command-line option that takes a local path ("": none takes one)
     algorithm: str = "sha256"
 
 
@@ -154,8 +154,8 @@ def _existing(path: Path, where: str) -> Path:
 
 
 def _how_to_supply(model: ModelFile, reason: str) -> str:
+    path = f"pass its path ({model.option} PATH) or " if model.option else ""
     return (
         f"cannot get {model.name}: {reason}. Download it from {model.url} "
-        f"({model.algorithm} {model.sha256}) and pass its path ({model.option} PATH) or set ${model.env_var}, "
-        f"or put it in {cache_dir()}."
+        f"({model.algorithm} {model.sha256}) and {path}set ${model.env_var}, or put it in {cache_dir()}."
     )

@@ -87,11 +87,12 @@ def cmd_average_detectors(args: argparse.Namespace) -> int:
     """
     import json
     import tempfile
+    from dataclasses import replace
     from pathlib import Path
 
     from maskwatch.cli.train_detector import choose_photo_defaults, photo_defaults_metadata
-    from maskwatch.faces.yunet import FACE_MODEL_FILE_NAME, STOCK_MODEL_NAMES, face_model_path
-    from maskwatch.model_files import ModelFileError, atomic_file, sha256_of
+    from maskwatch.faces.yunet import FACE_MODEL_FILE_NAME, STOCK_MODEL_NAMES, YUNET
+    from maskwatch.model_files import ModelFileError, atomic_file, resolve, sha256_of
     from maskwatch.training.average import equal_weights
     from maskwatch.training.detector.average import average_detectors, detector_file, save_detector, write_metadata
 
@@ -104,7 +105,8 @@ def cmd_average_detectors(args: argparse.Namespace) -> int:
         equal_weights(len(args.models), args.weights)  # the cheap checks first
         if not Path(args.scenes).is_dir():
             raise FileNotFoundError(f"--scenes {args.scenes}: no such folder")
-        stock = face_model_path("stock")  # the models may name it, and its one pass sets the false-face budget
+        # The models may name it, and its one pass sets the false-face budget; this command has no --face-model.
+        stock = resolve(replace(YUNET, option=""))
         paths = [stock if m in STOCK_MODEL_NAMES else detector_file(m) for m in args.models]
         for path in paths:
             if not path.is_file():

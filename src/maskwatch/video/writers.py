@@ -84,7 +84,9 @@ def check_display() -> None:
     gui = cv2.getBuildInformation().split("GUI:", 1)[-1].split("\n", 1)[0].strip()
     if gui.upper().startswith("NONE"):
         raise OutputError("--show needs OpenCV with a GUI, but this one is headless (opencv-python-headless); "
-                          "install opencv-python instead, or use --out FILE to write the annotated video")
+                          "swap it for opencv-python (pip uninstall opencv-python-headless, then pip install "
+                          "opencv-python: the two cannot share an environment), or use --out FILE to write the "
+                          "annotated video")
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise OutputError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
 
