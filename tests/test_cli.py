@@ -140,5 +140,5 @@ def test_empty_path_is_an_error_not_the_current_folder(tmp_path: Path) -> None:
     shutil.copy(MASKED_JPG, tmp_path / "masked.jpg")  # what an empty path must not pick up
     result = run_cli("detect", "", "--quiet", cwd=tmp_path)
     (line,) = [json.loads(x) for x in result.stdout.splitlines()]
-    assert "empty path" in line["error"] and line["faces"] == []
+    assert "empty path" in line["error"] and line["faces"] == [] and line["file"] == ""  # as typed, not "."
     assert result.returncode == 1

@@ -93,10 +93,10 @@ def analyse_one(detector: Any, found: Any, annotated: AnnotatedCopies | None,
                 note: Callable[..., Any]) -> Any:  # (MaskDetector, inputs.Input) -> ImageResult
     """One input's result line; the annotated copy is written too, when asked for."""
     from maskwatch.images import ImageError, read_image
-    from maskwatch.inputs import printable_name
+    from maskwatch.inputs import EMPTY_PATH_ERROR, printable_name
     from maskwatch.results import ImageResult
 
-    name = printable_name(found.path)
+    name = "" if found.error == EMPTY_PATH_ERROR else printable_name(found.path)  # Path("") would print "."
     if found.error:
         return ImageResult(file=name, error=found.error)
     try:
