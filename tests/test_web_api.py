@@ -395,6 +395,30 @@ def test_serve_on_a_taken_port_says_so_and_never_claims_to_serve() -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "serving on" not in result.stderr
 
 
+def test_serve_on_port_0_says_its_port_and_ends_cleanly_on_ctrl_c() -> None:
+    import signal
+
+    process = subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        lines = []
+        for line in process.stderr:  # the models load first; then the port is bound and said
+            lines.append(line)
+            if found := re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line):
+                break
+        assert found, "".join(lines)
+        port = int(found.group(1))
+        assert port != 0 and httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+        process.send_signal(signal.SIGINT)
+        rest = process.communicate(timeout=60)[1]
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, rest
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest, rest
+
+
 @pytest.mark.parametrize("option", [["--max-upload-mb", "inf"], ["--max-upload-mb", "nan"],
                                     ["--read-timeout", "0"], ["--read-timeout", "inf"]])
 def test_serve_refuses_non_finite_limits(option: list[str]) -> None:

@@ -7,6 +7,8 @@ import math
 import os
 import socket
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from maskwatch.cli.common import add_model_options, build_detector
 
@@ -76,38 +78,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         read_timeout=args.read_timeout,
     )
     app = create_app(detector, config)
-    try:  # the port is taken here, so that "serving on" is said only once it is ours
-        listening = _listen(args.host, args.port)
-    except OSError as exc:
-        print(f"maskwatch serve: cannot listen on {_url_host(args.host)}:{args.port}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return 2
-    port = listening.getsockname()[1]  # --port 0: the free port the system chose
-    print(f"maskwatch: serving on http://{_url_host(args.host)}:{port}/ with {args.workers} inference "
-          f"worker(s){', API key required' if args.api_key else ''}", file=sys.stderr, flush=True)
     # The app answers 408 at --read-timeout; the protocol closes a body still open 5 s later (a route
     # that never reads its body), and guards the headers and the number of connections (web/connections.py).
     protocol = guarded_protocol(args.header_timeout, args.read_timeout + 5.0, args.max_connections)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level=args.log_level,
-                                           server_header=False, http=protocol, ws="none", timeout_keep_alive=5))
-    server.run(sockets=[listening])
+    settings = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, server_header=False,
+                              http=protocol, ws="none", timeout_keep_alive=5)
+
+    def announce(port: int) -> None:  # once the port is ours: --port 0 gives the one the system chose
+        print(f"maskwatch: serving on http://{_url_host(args.host)}:{port}/ with {args.workers} inference "
+              f"worker(s){', API key required' if args.api_key else ''}", file=sys.stderr, flush=True)
+
+    if not _run_server(settings, announce):
+        print(f"maskwatch serve: cannot listen on {_url_host(args.host)}:{args.port} (the reason is above)",
+              file=sys.stderr)
+        return 2
     return 0
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host``:``port`` (IPv4 or IPv6, as the host resolves); OSError if not."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)[0]
-    listening = socket.socket(family, kind, proto)
+def _run_server(settings: Any, announce: Callable[[int], None]) -> bool:  # (uvicorn.Config, ...)
+    """Serve until stopped (Ctrl-C or SIGTERM: a clean end, no traceback); False if the port could not be had.
+
+    uvicorn binds every address the host resolves to (IPv4 and IPv6); ``announce`` gets the port after that.
+    """
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                announce(next(s.getsockname()[1] for server in self.servers for s in server.sockets or ()))
+
+    server = AnnouncingServer(settings)
     try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart at once
-        listening.bind(address)
-        listening.listen(2048)
-    except OSError:
-        listening.close()
-        raise
-    listening.set_inheritable(True)
-    return listening
+        server.run()
+    except KeyboardInterrupt:  # uvicorn raises the signal again after its graceful shutdown (as uvicorn.run)
+        pass
+    except SystemExit:  # uvicorn's own exit when it cannot bind; it has logged why
+        if server.started:
+            raise
+        return False
+    return True
 
 
 def build_server_detector(args: argparse.Namespace):  # -> MaskDetector
