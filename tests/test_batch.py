@@ -28,6 +28,7 @@ ray = pytest.importorskip("ray", reason="the batch extra: pip install -e '.[batc
 
 from maskwatch.batch import BatchConfig, BatchError, plan, read_results, run_batch  # noqa: E402
 from maskwatch.batch.sources import SourceError, expand_files, pending_items  # noqa: E402
+from maskwatch.batch.store import check_settings  # noqa: E402
 from maskwatch.inputs import EMPTY_PATH_ERROR  # noqa: E402
 from maskwatch.options import Options  # noqa: E402
 from maskwatch.pipeline import MaskDetector  # noqa: E402
@@ -168,6 +169,7 @@ def test_interrupted_run_resumes_with_what_is_left(tmp_path: Path, cluster: str)
     (out / ".part-crashed-00000.parquet.tmp").write_bytes(b"half a shard")  # what a crash leaves behind
     with pytest.raises(ValueError, match="holds parquet shards: use --format parquet"):  # one folder, one format
         run_batch(dataclasses.replace(config, fmt="jsonl"))
+    check_settings(out, config.settings(), "parquet")  # what is there decides
     resumed = run_batch(config)
     assert (resumed.already_done, resumed.processed) == (len(first), len(inputs) - len(first))
     rows = read_results(out)
@@ -217,4 +219,7 @@ def test_a_run_that_wrote_nothing_leaves_no_settings_behind(tmp_path: Path, yune
     refused = subprocess.run([*command, "--address", "ray://head.local:10001"], capture_output=True, text=True,
                              timeout=120)
     assert refused.returncode == 2 and "Ray Client (ray://) cannot run Ray Data" in refused.stderr
-    assert not (out / "_batch.json").exists()
+    # Settings that an earlier version (or a run killed before its first shard) left without any shard
+    # tie nothing either: refusals are made only against rows that are there.
+    (out / "_batch.json").write_text(json.dumps({"options": {"stale": True}, "every_seconds": 9}))
+    check_settings(out, BatchConfig(sources=(), out=out, options=FAST).settings(), "parquet")

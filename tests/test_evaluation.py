@@ -301,6 +301,12 @@ def test_a_folder_that_is_not_a_run_is_said_plainly(tmp_path: Path, capsys: pyte
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err, err
         assert not (tmp_path / "e.json").exists()  # a --json file is not left behind empty
+    kept = tmp_path / "kept.json"  # the user's file: kept as it was when there is nothing to write
+    kept.write_text('{"earlier": 1}')
+    assert evaluate(str(empty), "--json", str(kept)) == 2
+    assert kept.read_text() == '{"earlier": 1}'
+    assert evaluate(str(empty), "--json", str(tmp_path / ("x" * 300 + ".json"))) == 2  # a name too long
+    assert "cannot write --json" in capsys.readouterr().err
 
 
 def test_run_dir_evaluation(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:

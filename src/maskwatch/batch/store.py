@@ -160,21 +160,24 @@ def check_settings(out: Path, settings: dict[str, Any], fmt: str) -> None:
     """Refuse (ValueError) to add rows to ``out`` made with other settings than its rows', or shards of
     another format (one folder is read as one dataset, e.g. by ``pd.read_parquet``). Writes nothing."""
     path = out / SETTINGS_FILE
-    if path.is_file():
+    shards = shard_paths(out)
+    if path.is_file() and shards:  # settings without a shard are a run's that wrote nothing: they tie nothing
         before = json.loads(path.read_text(encoding="utf-8"))
         if before != settings:
             changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
             raise ValueError(f"{out} holds results made with other settings ({', '.join(changed)}); "
                              "use a new --out folder, or the settings of the first run")
-    if others := sorted({p.suffix.lstrip(".") for p in shard_paths(out)} - {fmt}):
-        raise ValueError(f"{out} holds {', '.join(others)} shards: use --format {others[0]} to add to them, "
+    formats = sorted({p.suffix.lstrip(".") for p in shards})
+    if formats and fmt not in formats:
+        raise ValueError(f"{out} holds {' and '.join(formats)} shards: use --format {formats[0]} to add to them, "
                          "or a new --out folder")
 
 
 def record_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Keep the settings of the first rows written to ``out`` (``check_settings`` compares with them)."""
+    """Keep the settings of the first rows written to ``out`` (``check_settings`` compares with them);
+    those of a run that wrote no shard are replaced."""
     path = out / SETTINGS_FILE
-    if path.is_file():
+    if path.is_file() and shard_paths(out):
         return
     temporary = out / f".{SETTINGS_FILE}.tmp"
     temporary.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -61,11 +61,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("maskwatch evaluate: give exactly one of RUN_DIR, --faces DIR or --scenes DIR", file=sys.stderr)
         return EXIT_UNUSABLE
     json_out = None
-    json_is_new = bool(args.json) and not Path(args.json).exists()  # removed again if nothing is written
-    written = False
+    json_is_new = written = False  # a --json file this command made is removed again if nothing is written
     if args.json:  # opened before the long evaluation, so that a bad path fails at once
         try:
-            json_out = _open_json_output(Path(args.json))
+            json_out, json_is_new = _open_json_output(Path(args.json))
         except OSError as exc:
             print(f"maskwatch: cannot write --json {args.json}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_UNUSABLE
@@ -98,11 +97,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                     Path(args.json).unlink()
 
 
-def _open_json_output(path: Path):  # -> TextIO
-    """Open ``path`` for writing without emptying it yet (that waits for the results); OSError if we cannot."""
-    if path.is_dir():
-        raise IsADirectoryError(21, "is a directory")
-    return open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed by cmd_evaluate
+def _open_json_output(path: Path):  # -> tuple[TextIO, bool]
+    """Open ``path`` for writing without emptying it yet (that waits for the results), and whether this made
+    the file; OSError if we cannot."""
+    try:
+        return open(path, "x", encoding="utf-8"), True  # noqa: SIM115 - closed by cmd_evaluate
+    except FileExistsError:  # (a link to nowhere too: it is the user's, and is not followed to make a file)
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory") from None
+        return open(path, "a+", encoding="utf-8"), False  # noqa: SIM115
 
 
 def _run_dir(args: argparse.Namespace) -> tuple[dict, str]:
