@@ -154,4 +154,5 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 
 def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    """``host`` as a URL writes it: IPv6 in brackets; "" (every interface) as 0.0.0.0, as uvicorn says it."""
+    return f"[{host}]" if ":" in host else host or "0.0.0.0"
