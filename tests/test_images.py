@@ -66,3 +66,32 @@ def test_arrays_and_bytes_are_accepted() -> None:
     assert np.array_equal(load_image(bgra), from_bytes)
     with pytest.raises(ImageError):
         load_image(np.zeros((0, 0, 3), np.uint8))
+
+
+def test_float_arrays_by_their_range_and_nan_refused() -> None:
+    bgr = decode_image(BARE_JPG.read_bytes())
+    unit = bgr.astype(np.float32) / 255.0
+    overshoot = unit.copy()  # what a cubic resize does to a 0..1 image: a little past 1.0
+    overshoot[0, 0] = 1.1
+    read = load_image(overshoot).astype(int)  # on the 0..1 scale, not as a black 0..255 image
+    assert np.abs(read - bgr)[1:].max() <= 1 and (read[0, 0] == 255).all()
+    assert np.abs(load_image(bgr.astype(np.float64)).astype(int) - bgr).max() <= 1  # 0..255 floats
+    broken = unit.copy()
+    broken[5, 5, 1] = np.nan
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        load_image(broken)
+
+
+def test_pillow_images_that_cannot_be_read_are_image_errors(bad_inputs: dict[str, Path]) -> None:
+    from maskwatch.pipeline import MaskDetector  # analyze: a bad image is a result with an error, not a raise
+
+    with pytest.raises(ImageError, match="corrupt, truncated or closed"):
+        load_image(Image.open(bad_inputs["truncated.jpg"]))  # opened lazily: it fails when decoded
+    closed = Image.open(BARE_JPG)
+    closed.close()
+    with pytest.raises(ImageError, match="corrupt, truncated or closed"):
+        load_image(closed)
+    with pytest.raises(ImageError, match="no pixels"):
+        load_image(Image.new("RGB", (0, 0)))
+    result, image = MaskDetector().analyze(Image.open(bad_inputs["truncated.jpg"]))
+    assert image is None and result.error and "truncated" in result.error

@@ -74,7 +74,12 @@ def read_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Deco
         width, height = source.size
         if width * height > max_pixels:
             raise pixel_limit_error(width * height, max_pixels)
-        return DecodedImage(_pil_to_bgr(_upright(source)))
+        if width < 1 or height < 1:
+            raise ImageError(f"image has no pixels ({width}x{height})")
+        try:  # a Pillow image is decoded lazily: a truncated file or a closed image fails only now
+            return DecodedImage(_pil_to_bgr(_upright(source)))
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"corrupt, truncated or closed Pillow image: {exc}") from None
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
@@ -210,8 +215,7 @@ def _pil_to_bgr(image: Image.Image) -> np.ndarray:
         gray = np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        gray = np.clip(values * 255.0 if values.max() <= 1.0 else values, 0, 255).astype(np.uint8)
+        gray = _float_to_uint8(np.asarray(image, dtype=np.float64))
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         # Composite transparent pixels onto white, as viewers show them.
@@ -229,7 +233,7 @@ def _array_to_bgr(array: np.ndarray) -> np.ndarray:
         if array.dtype == np.uint16:
             array = (array >> 8).astype(np.uint8)
         elif np.issubdtype(array.dtype, np.floating):
-            array = np.clip(array * 255.0 if array.max() <= 1.0 else array, 0, 255).astype(np.uint8)
+            array = _float_to_uint8(array)
         else:
             raise ImageError(f"unsupported array dtype {array.dtype}")
     if array.ndim == 2:
@@ -241,3 +245,17 @@ def _array_to_bgr(array: np.ndarray) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 1:
         return np.ascontiguousarray(np.repeat(array, 3, axis=2))
     raise ImageError(f"unsupported array shape {array.shape}")
+
+
+# A float image whose largest value is at most this is on the 0..1 scale (scikit-image's and Pillow's "F"
+# convention), else on 0..255: resampling (a cubic resize) overshoots 1.0 a little, and a 0..255 image this
+# dark is black anyway.
+FLOAT_UNIT_SCALE_MAX = 2.0
+
+
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """A float image as uint8: 0..1 or 0..255 by its largest value (FLOAT_UNIT_SCALE_MAX), clipped."""
+    if not np.isfinite(values).all():
+        raise ImageError("the image holds NaN or infinite values")
+    scale = 255.0 if values.max() <= FLOAT_UNIT_SCALE_MAX else 1.0
+    return np.clip(values * scale, 0, 255).astype(np.uint8)
