@@ -52,6 +52,34 @@ def test_path_bytes_and_array_agree(detector: MaskDetector) -> None:
         assert [f.to_dict() for f in other] == [f.to_dict() for f in from_path]
 
 
+def test_every_array_entry_point_converts_or_refuses_as_detect_does(detector: MaskDetector) -> None:
+    """detect_array, result and the video analyzer take what detect takes, or say clearly what they do not."""
+    from maskwatch.video import VideoAnalyzer
+
+    bgr = load_image(BARE_JPG)
+    expected = [f.to_dict() for f in detector.detect(bgr)]
+    for array in (bgr[:, :, 1], np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]), bgr.astype(np.float32) / 255,
+                  bgr.astype(np.uint16) * 257):
+        assert [f.label for f in detector.detect_array(array)] == [f.label for f in detector.detect(array)]
+    assert [f.to_dict() for f in detector.result(bgr.astype(np.uint16) * 257, "x").faces] == expected
+    frame = VideoAnalyzer(detector).process(0, 0.0, bgr.astype(np.float32) / 255)
+    assert [f.face.label for f in frame.faces] == [f.label for f in detector.detect(bgr)]
+    for wrong in (str(BARE_JPG), np.zeros((0, 0, 3), np.uint8)):
+        with pytest.raises(ImageError):
+            detector.detect_array(wrong)  # type: ignore[arg-type]
+
+
+def test_names_and_empty_paths_as_the_cli_gives_them(detector: MaskDetector, tmp_path: Path) -> None:
+    import os
+
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg"))  # a name that is not UTF-8
+    odd.write_bytes(BARE_JPG.read_bytes())
+    result, _ = detector.analyze(odd)
+    assert result.file.endswith("caf\\xe9.jpg") and result.to_json().encode("utf-8")
+    result, image = detector.analyze("")
+    assert image is None and "empty path" in (result.error or "")
+
+
 def test_detect_masks_one_call() -> None:
     faces = detect_masks(str(MASKED_JPG))
     assert faces and faces[0].label == "with_mask"

@@ -56,6 +56,18 @@ def max_file_bytes(max_pixels: int) -> int:
     return FILE_BYTES_PER_PIXEL * max_pixels + FILE_METADATA_BYTES
 
 
+EMPTY_PATH_ERROR = "empty path: '' names no file (an unset shell variable?)"
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """A decoded array as the BGR uint8 (H, W, 3) array the models take: the same array when it is one
+    already (no copy), else converted as ``load_image`` converts arrays; ImageError for anything else."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a decoded image array, got a {type(image).__name__}: detect() and "
+                         "analyze() read paths, bytes and Pillow images")
+    return _array_to_bgr(image)
+
+
 def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Return ``source`` as an upright BGR uint8 array of shape (H, W, 3).
 
@@ -85,6 +97,8 @@ def read_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Deco
     elif isinstance(source, (str, os.PathLike)):
         if isinstance(source, str) and (problem := url_problem(source)):
             raise ImageError(problem)
+        if isinstance(source, str) and not source:  # Path("") is the current folder
+            raise ImageError(EMPTY_PATH_ERROR)
         data = read_file(Path(source), max_file_bytes(max_pixels))
     else:
         raise ImageError(f"cannot read a {type(source).__name__}: give a path, the file's bytes, a numpy "

@@ -7,9 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from maskwatch.images import IMAGE_SUFFIXES, url_problem
-
-EMPTY_PATH_ERROR = "empty path: '' names no file (an unset shell variable?)"
+from maskwatch.images import EMPTY_PATH_ERROR, IMAGE_SUFFIXES, url_problem
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ def utf8_name_problem(path: Path | str) -> str | None:
     return None
 
 
-def printable_name(path: Path | str) -> str:
+def printable_name(path: str | os.PathLike) -> str:
     """``path`` as valid UTF-8 text: bytes that are not UTF-8 (a file name from another system) become
     backslash escapes, e.g. ``bad\\xffname.jpg``, so that a JSON line or a terminal never gets a raw byte."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -11,7 +11,8 @@ from maskwatch.classifier import MaskClassifier
 from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.crops import face_crop
 from maskwatch.faces import Face, FaceDetector, create_detector
-from maskwatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_image
+from maskwatch.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, as_bgr, load_image
+from maskwatch.inputs import printable_name
 from maskwatch.labels import two_class as two_class_label
 from maskwatch.options import Options
 from maskwatch.results import FaceResult, ImageResult
@@ -103,7 +104,9 @@ class MaskDetector:
         return self.detect_array(load_image(image, self.max_pixels))
 
     def detect_array(self, image: np.ndarray) -> list[FaceResult]:
-        """Faces in an already decoded, upright BGR image."""
+        """Faces in an already decoded, upright image array (BGR uint8 as OpenCV gives it, or any array
+        ``detect`` takes: grayscale, BGRA, 16-bit, float)."""
+        image = as_bgr(image)
         return self.classify(image, self.faces.detect(image))
 
     def face_probabilities(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
@@ -132,7 +135,9 @@ class MaskDetector:
 
         Returns the result and the decoded image (None when it could not be read).
         """
-        label = name if name is not None else (str(source) if isinstance(source, (str, os.PathLike)) else "")
+        # As the CLI writes it: valid UTF-8 whatever bytes the file name holds.
+        label = name if name is not None else (printable_name(source) if isinstance(source, (str, os.PathLike))
+                                               else "")
         try:
             image = load_image(source, self.max_pixels)
         except ImageError as exc:
@@ -140,7 +145,8 @@ class MaskDetector:
         return self.result(image, label), image
 
     def result(self, image: np.ndarray, name: str) -> ImageResult:
-        """The result for an already decoded, upright BGR image: what ``analyze`` and the web service return."""
+        """The result for an already decoded, upright image array: what ``analyze`` and the web service return."""
+        image = as_bgr(image)
         height, width = image.shape[:2]
         return ImageResult(file=name, width=width, height=height, faces=self.detect_array(image))
 

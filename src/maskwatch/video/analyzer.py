@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from maskwatch.faces import Face
+from maskwatch.images import as_bgr
 from maskwatch.pipeline import MaskDetector
 from maskwatch.results import FaceResult
 from maskwatch.video.smoothing import LabelSmoother
@@ -104,7 +105,10 @@ class VideoAnalyzer:
         self._last_index: int | None = None
 
     def process(self, index: int, time: float, image: np.ndarray) -> FrameResult:
-        """Analyse the frame numbered ``index`` (gaps in numbering = dropped frames) at ``time`` seconds."""
+        """Analyse the frame numbered ``index`` (gaps in numbering = dropped frames) at ``time`` seconds.
+
+        ``image``: a BGR uint8 frame as OpenCV decodes it (other arrays are converted as ``detect`` does)."""
+        image = as_bgr(image)
         return self.track(index, time, image, self.find_faces(image))
 
     # ``process`` in two stages, so a video loop can run the detector on the next frame in one
