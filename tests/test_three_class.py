@@ -21,6 +21,7 @@ from maskwatch.classifier.decision import OperatingPoint
 from maskwatch.evaluation.common import DEFAULT_LABEL_MAP, map_label, parse_label_map
 from maskwatch.labels import canonical_label, two_class
 from maskwatch.outputs import draw_results
+from maskwatch.outputs.annotate import label_confidence
 from maskwatch.results import FaceResult
 from maskwatch.training.operating_point import choose_operating_point
 from maskwatch.video.analyzer import FrameResult, TrackedFace
@@ -87,6 +88,7 @@ def test_api_gives_the_third_class_and_two_class_folds_it(under_nose_model: Path
     (face,) = folded.detect(str(MASKED_JPG))
     assert face.label == WITHOUT_MASK and folded.labels == [WITHOUT_MASK, WITH_MASK]
     assert face.probabilities["incorrect_mask"] == pytest.approx(0.7)  # the model's view is still reported
+    assert label_confidence(face) == pytest.approx(0.8, abs=1e-4)  # the caption: P(not masked right), not P(bare)
     canvas = np.zeros((int(face.box[3]) + 10, int(face.box[2]) + 10, 3), np.uint8)  # the box lies on it
     drawn = draw_results(canvas, [face])
     assert drawn.any()

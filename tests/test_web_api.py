@@ -170,7 +170,8 @@ def test_health_readiness_and_metrics(server: Server, client: httpx.Client) -> N
     bare = httpx.Client(base_url=server.url, timeout=30)  # no key: probes and the API description are open
     assert bare.get("/healthz").json() == {"status": "ok"}
     ready = bare.get("/readyz")
-    assert ready.status_code == 200 and ready.json() == {"status": "ready", "workers": 2}
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "workers": 2,
+                                                         "labels": ["incorrect_mask", "with_mask", "without_mask"]}
     assert bare.get("/openapi.json").status_code == 200 and bare.get("/docs").status_code == 200
     assert_error(bare.get("/metrics"), 401)  # face counts by label: the key covers them
     before = client.get("/metrics").text

@@ -207,3 +207,25 @@ def test_api_docs_name_this_server(page: Page, server: Server) -> None:
     quick_start = page.locator(".docs-intro pre").inner_text()
     assert f"{server.url}/v1/detect" in quick_start
     assert "127.0.0.1:8000" not in quick_start or server.url.endswith(":8000")
+
+
+def test_a_two_class_server_shows_how_sure_it_is_of_its_own_label(browser: Browser, tmp_path: Path) -> None:
+    """A face whose mask is below the nose is 'no mask' on a --two-class server: 80% sure (1 - P(with_mask)),
+    not the 10% that P(without_mask) alone would say."""
+    from fixed_classifier import write_fixed_classifier
+
+    model = write_fixed_classifier(tmp_path / "under_nose.onnx",
+                                   {"incorrect_mask": 0.7, "with_mask": 0.2, "without_mask": 0.1})
+    with running_server("--two-class", "--classifier", str(model)) as two_class:
+        tab = browser.new_page()
+        try:
+            tab.goto(f"{two_class.url}/")
+            expect(tab.locator("#server-status")).to_contain_text("Server ready")
+            tab.get_by_label("Choose photos").set_input_files(str(MASKED_JPG))
+            card = tab.locator(".result.done")
+            card.wait_for(timeout=60_000)
+            first = card.locator(".faces li").first
+            expect(first.locator(".badge")).to_have_text("No mask")
+            expect(first.locator(".detail")).to_contain_text("Face 1: 80% sure")
+        finally:
+            tab.close()

@@ -126,6 +126,7 @@ class MaskDetector:
                 label=label,
                 mask_probability=float(p[self.classifier.mask_index]),
                 probabilities={name: float(value) for name, value in zip(labels, p, strict=True)},
+                two_class=self.two_class,
             )
             for face, p, label in zip(faces, probabilities, self.decide(probabilities), strict=True)
         ]

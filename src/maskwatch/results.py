@@ -28,6 +28,9 @@ class FaceResult(HasBox):
     label: str  # "with_mask", "without_mask" or "incorrect_mask" (a mask under the nose)
     mask_probability: float  # P(with_mask): P(a mask worn correctly) from the classifier
     probabilities: dict[str, float] = field(default_factory=dict)  # P(label) for every label the model knows
+    # Labelled in the two-class view (``without_mask`` holds ``incorrect_mask`` too); not a JSON field: the
+    # JSON says it by never holding ``incorrect_mask`` as a label.
+    two_class: bool = False
 
     @property
     def has_mask(self) -> bool:

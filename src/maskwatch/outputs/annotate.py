@@ -18,8 +18,9 @@ STYLE = {WITH_MASK: (GREEN, "mask"), WITHOUT_MASK: (RED, "no mask"), INCORRECT_M
 
 
 def label_confidence(face: FaceResult) -> float:
-    """The probability of the face's own label (P(with_mask) or its complement for two-label results)."""
-    if face.label in face.probabilities:
+    """The probability of the face's own label as it is meant: P(with_mask) or its complement for two-label
+    results (two-class mode's ``without_mask`` holds the masks below the nose too), else P(label)."""
+    if face.label in face.probabilities and not face.two_class:
         return float(face.probabilities[face.label])
     return face.mask_probability if face.has_mask else 1.0 - face.mask_probability
 

@@ -373,7 +373,10 @@ def add_site_routes(app: FastAPI, service: Service) -> None:
         if not service.ready:
             body = {"status": "not ready", "error": "models are loading or the server is stopping"}
             return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "ready", "workers": service.config.workers})
+        # The labels answers can carry: without incorrect_mask, the server runs in two-class mode (the page
+        # then reads a no-mask face's confidence as 1 - P(with_mask)).
+        return JSONResponse({"status": "ready", "workers": service.config.workers,
+                             "labels": service.detector.labels})
 
     # With an API key, /metrics needs it too: its face counts by label tell what the camera saw. Prometheus
     # sends it with `authorization: {credentials: KEY}`. /docs and /openapi.json stay open: they describe

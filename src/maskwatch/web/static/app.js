@@ -49,12 +49,15 @@ function askForKey() {
   $("api-key").focus();
 }
 
+let serverLabels = null;  // the labels the server's answers can carry (/readyz), once known
+
 async function checkServer() {
   const status = $("server-status");
   try {
     const response = await fetch("/readyz");
     const body = await response.json();
     const ok = response.ok && body.status === "ready";
+    if (ok && Array.isArray(body.labels)) serverLabels = body.labels;
     status.textContent = ok ? `Server ready · ${body.workers} worker${body.workers === 1 ? "" : "s"}` : "Server not ready";
     status.className = `server-status ${ok ? "ok" : "bad"}`;
   } catch {
@@ -65,9 +68,11 @@ async function checkServer() {
 
 // ---------- drawing ----------
 
-// The probability of the face's own label; results of older servers carry only mask_probability.
+// The probability of the face's own label as it is meant; results of older servers carry only
+// mask_probability, and a two-class server's "without_mask" holds the masks below the nose too.
 function confidence(face) {
-  if (face.probabilities && face.label in face.probabilities) return face.probabilities[face.label];
+  const twoClass = serverLabels !== null && !serverLabels.includes("incorrect_mask");
+  if (face.probabilities && face.label in face.probabilities && !twoClass) return face.probabilities[face.label];
   return face.label === "with_mask" ? face.mask_probability : 1 - face.mask_probability;
 }
 
