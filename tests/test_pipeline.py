@@ -85,6 +85,22 @@ def test_detect_masks_one_call() -> None:
     assert faces and faces[0].label == "with_mask"
 
 
+@pytest.mark.parametrize("changes", [
+    {"extra_scales": (-1.0,)}, {"extra_scales": (float("nan"),)}, {"extra_scales": 2.0}, {"extra_scales": (9.0,)},
+    {"min_detect_size": 0}, {"min_detect_size": 900, "max_detect_size": 100}, {"two_class": "no"},
+    {"threads": 2.5}, {"threads": -1}, {"face_threshold": "0.5"}, {"mask_threshold": 1.5}, {"max_pixels": 0},
+    {"extra_pass_max_face": 0}, {"mirror_extra_passes": 1},
+])
+def test_options_refuse_what_the_command_line_refuses(changes: dict) -> None:
+    with pytest.raises(ValueError, match="must be|takes a sequence|is above"):
+        Options(**changes)
+
+
+def test_options_take_a_list_of_scales_and_numpy_numbers() -> None:
+    assert Options(extra_scales=[2, 3]).extra_scales == (2, 3)  # hashable, as a frozen options object must be
+    assert Options(mask_threshold=np.float32(0.9), threads=np.int64(2)).threads == 2
+
+
 def test_rotated_phone_photo_is_read_upright(detector: MaskDetector, tmp_path: Path) -> None:
     files = write_bad_inputs(tmp_path, BARE_JPG)
     upright, _ = detector.analyze(BARE_JPG)

@@ -11,6 +11,8 @@ frames kept between 640 and 1280 px).
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,9 @@ from maskwatch.images import DEFAULT_MAX_PIXELS
 # faces the way a fixed 640 would.
 VIDEO_MIN_DETECT_SIZE = 640
 VIDEO_MAX_DETECT_SIZE = 1280
+# Extra detector passes enlarge the image by more than 1x and at most this (a 2x and a 3x pass are the stock
+# model's photo default; past 8x a pass costs 64x the pixels for faces of a few pixels).
+MAX_EXTRA_SCALE = 8.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,31 @@ class Options:
     two_class: bool = False  # report incorrect_mask as without_mask
     threads: int | None = None  # classifier threads; None: the usable cores
     max_pixels: int = DEFAULT_MAX_PIXELS  # refuse larger images before decoding them
+
+    def __post_init__(self) -> None:
+        """Refuse (ValueError) what the command line would refuse, so that Python gets the same checks."""
+        if self.extra_scales is not None:
+            if isinstance(self.extra_scales, (str, bytes)) or not hasattr(self.extra_scales, "__iter__"):
+                raise ValueError(f"extra_scales takes a sequence of scales, e.g. (2.0,), not {self.extra_scales!r}")
+            object.__setattr__(self, "extra_scales", tuple(self.extra_scales))  # a list becomes a tuple
+            for scale in self.extra_scales:
+                check_number("each of extra_scales", scale, low=1.0, high=MAX_EXTRA_SCALE, low_open=True)
+        if self.face_threshold is not None:
+            check_number("face_threshold", self.face_threshold, low=0.0, high=1.0)
+        if self.mask_threshold is not None:
+            check_number("mask_threshold", self.mask_threshold, low=0.0, high=1.0)
+        if self.extra_pass_max_face is not None:
+            check_number("extra_pass_max_face", self.extra_pass_max_face, low=0.0, low_open=True)
+        for name in ("min_detect_size", "max_detect_size", "threads"):
+            if getattr(self, name) is not None:
+                check_count(name, getattr(self, name))
+        check_count("max_pixels", self.max_pixels)
+        if self.min_detect_size and self.max_detect_size and self.min_detect_size > self.max_detect_size:
+            raise ValueError(f"min_detect_size {self.min_detect_size} is above max_detect_size {self.max_detect_size}")
+        for name in ("two_class", "mirror_extra_passes"):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (value is None and name != "two_class")):
+                raise ValueError(f"{name} must be True or False, not {value!r}")
 
     @classmethod
     def photo(cls, **changes: Any) -> Options:
@@ -64,3 +94,20 @@ class Options:
         settings = {target: getattr(self, name) for name, target in names.items() if getattr(self, name) is not None}
         settings.setdefault("model_path", None)
         return settings
+
+
+def check_number(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> None:
+    """A real number (not a bool or a string) in [low, high] ((low, high] with ``low_open``); else ValueError."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (low < value <= high if low_open else low <= value <= high):
+        if not low_open:
+            where = f"between {low:g} and {high:g}" if high < math.inf else f"at least {low:g}"
+        else:
+            where = f"above {low:g}" + (f" and at most {high:g}" if high < math.inf else "")
+        raise ValueError(f"{name} must be {where}, not {value!r}")
+
+
+def check_count(name: str, value: Any) -> None:
+    """A positive whole number (not a bool); else ValueError."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from maskwatch.faces import detector_names
 from maskwatch.images import DEFAULT_MAX_PIXELS
-from maskwatch.options import Options
+from maskwatch.options import MAX_EXTRA_SCALE, Options
 
 
 def positive_int(text: str) -> int:
@@ -124,8 +124,8 @@ def scales(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
         raise argparse.ArgumentTypeError(f"takes numbers separated by commas, not {text!r}") from None
-    if any(not (1.0 < value <= 8.0) for value in values):  # NaN too
-        raise argparse.ArgumentTypeError(f"each scale must be above 1 and at most 8, not {text!r}")
+    if any(not (1.0 < value <= MAX_EXTRA_SCALE) for value in values):  # NaN too
+        raise argparse.ArgumentTypeError(f"each scale must be above 1 and at most {MAX_EXTRA_SCALE:g}, not {text!r}")
     return values
 
 
