@@ -223,3 +223,10 @@ def test_a_run_that_wrote_nothing_leaves_no_settings_behind(tmp_path: Path, yune
     # tie nothing either: refusals are made only against rows that are there.
     (out / "_batch.json").write_text(json.dumps({"options": {"stale": True}, "every_seconds": 9}))
     check_settings(out, BatchConfig(sources=(), out=out, options=FAST).settings(), "parquet")
+
+
+@pytest.mark.parametrize("changes", [{"batch_size": 0}, {"cpus_per_worker": 0}, {"every_seconds": -1},
+                                     {"shard_rows": 0}, {"workers": 0}, {"fmt": "csv"}])
+def test_a_config_the_command_line_would_refuse_is_refused_before_ray(tmp_path: Path, changes: dict) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        BatchConfig(sources=(), out=tmp_path, **changes)

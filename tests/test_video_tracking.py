@@ -151,3 +151,14 @@ def test_classify_every_reuses_a_tracks_label_between_refreshes(yunet_path: Path
     assert sum(seen) == 3  # frames 0, 3 and 6: a new track at once, then every third detection
     assert {r.faces[0].track_id for r in results} == {results[0].faces[0].track_id}
     assert all(r.faces[0].smoothed_label == "without_mask" for r in results)
+
+
+def test_smoothing_settings_are_checked_when_the_analyzer_is_made(yunet_path: Path) -> None:
+    from maskwatch import MaskDetector
+    from maskwatch.video.analyzer import VideoAnalyzer
+
+    detector = MaskDetector(yunet_path)
+    for changes, says in (({"smoothing_alpha": 0}, "alpha"), ({"smoothing_margin": -5}, "margin"),
+                          ({"smoothing_margin": 0.6}, "margin")):
+        with pytest.raises(ValueError, match=says):  # not at the first frame with a face
+            VideoAnalyzer(detector, **changes)

@@ -26,6 +26,7 @@ from typing import Any
 
 from maskwatch.batch import sources as src
 from maskwatch.batch.store import (
+    FORMATS,
     SUMMARY_FILE,
     ShardWriter,
     check_settings,
@@ -34,7 +35,7 @@ from maskwatch.batch.store import (
     record_settings,
     remove_partial_shards,
 )
-from maskwatch.options import Options
+from maskwatch.options import Options, check_count, check_number
 
 log = logging.getLogger("maskwatch.batch")
 
@@ -62,6 +63,13 @@ class BatchConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        """Refuse (ValueError) what the command line refuses, before any Ray starts."""
+        if self.fmt not in FORMATS:
+            raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, not {self.fmt!r}")
+        check_number("every_seconds", self.every_seconds, low=0.0, low_open=True)
+        check_number("cpus_per_worker", self.cpus_per_worker, low=0.0, low_open=True)
+        for name in ("batch_size", "shard_rows", *(("workers",) if self.workers is not None else ())):
+            check_count(name, getattr(self, name))
         if self.address and self.address.startswith("ray://"):
             # Ray Data does not run through Ray Client: its first dataset fails inside Ray (measured with
             # Ray 2.60), after the connection itself has worked.

@@ -11,7 +11,7 @@ from maskwatch.faces import Face
 from maskwatch.images import as_bgr
 from maskwatch.pipeline import MaskDetector
 from maskwatch.results import FaceResult
-from maskwatch.video.smoothing import LabelSmoother
+from maskwatch.video.smoothing import LabelSmoother, check_smoothing
 from maskwatch.video.tracker import Box, IoUTracker
 
 # A tracked face's label is refreshed every 4th frame (0.13 s at 30 fps) by ``maskwatch watch``: the classifier
@@ -93,6 +93,7 @@ class VideoAnalyzer:
     ) -> None:
         if detect_every < 1 or classify_every < 1:
             raise ValueError(f"detect_every and classify_every must be >= 1, got {detect_every}, {classify_every}")
+        check_smoothing(smoothing_alpha, smoothing_margin)  # now, not at the first face
         self.detector = detector
         self.detect_every = detect_every
         self.classify_every = classify_every

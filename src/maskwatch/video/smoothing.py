@@ -21,6 +21,15 @@ def _band(threshold: float, margin: float) -> float:
     return margin * 2.0 * min(threshold, 1.0 - threshold)
 
 
+def check_smoothing(alpha: float, margin: float) -> None:
+    """ValueError unless 0 < ``alpha`` <= 1 and 0 <= ``margin`` <= 0.5 (a wider band could hold a label for
+    ever: its edge would pass 0 or 1)."""
+    if not 0.0 < alpha <= 1.0:  # NaN too
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    if not 0.0 <= margin <= 0.5:
+        raise ValueError(f"margin must be in [0, 0.5], got {margin}")
+
+
 class LabelSmoother:
     """Smoothed probabilities and a label that changes only when the average clears the band around a cut.
 
@@ -29,8 +38,7 @@ class LabelSmoother:
 
     def __init__(self, threshold: OperatingPoint | float = 0.5, alpha: float = 0.3, margin: float = 0.15) -> None:
         """``threshold``: the detector's operating point, or just the P(with_mask) cut."""
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        check_smoothing(alpha, margin)
         self.point = threshold if isinstance(threshold, OperatingPoint) else OperatingPoint(float(threshold))
         self.alpha = alpha
         self.margin = margin
