@@ -87,3 +87,16 @@ def test_only_commands_import_commands_and_training_never_imports_evaluation() -
 
 def test_the_circle_finder_finds_circles() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_video_package_exports_what_it_lists() -> None:
+    """maskwatch.video loads its names on first use; the list, the map and the names a type checker sees
+    (its TYPE_CHECKING imports) must agree."""
+    import maskwatch.video as video
+
+    assert sorted(video.__all__) == sorted(video._EXPORTS)
+    source = Path(video.__file__).read_text(encoding="utf-8")
+    for name in video.__all__:
+        obj = getattr(video, name)
+        assert obj.__module__ == video._EXPORTS[name], name
+        assert f"from {video._EXPORTS[name]} import" in source and name in source, name

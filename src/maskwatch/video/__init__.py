@@ -10,7 +10,18 @@ In Python, the pieces compose: ``VideoSource`` decodes in a thread,
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names as a type checker sees them; at run time they load on first use (below)
+    from maskwatch.video.analyzer import FrameResult, TrackedFace, VideoAnalyzer
+    from maskwatch.video.events import NoMaskAlerts
+    from maskwatch.video.runner import StreamWatcher, WatchOutputs
+    from maskwatch.video.smoothing import LabelSmoother
+    from maskwatch.video.source import SourceError, VideoSource, parse_source
+    from maskwatch.video.stats import StreamStats
+    from maskwatch.video.tracker import IoUTracker
+    from maskwatch.video.webhook import WebhookSink
+    from maskwatch.video.writers import VideoFileWriter
 
 # Imported on first use: `maskwatch --help` loads this package, and should not pay for OpenCV.
 _EXPORTS = {
@@ -30,7 +41,10 @@ _EXPORTS = {
     "VideoFileWriter": "maskwatch.video.writers",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # the keys of _EXPORTS, written out so that linters and type checkers read them
+    "FrameResult", "IoUTracker", "LabelSmoother", "NoMaskAlerts", "SourceError", "StreamStats", "StreamWatcher",
+    "TrackedFace", "VideoAnalyzer", "VideoFileWriter", "VideoSource", "WatchOutputs", "WebhookSink", "parse_source",
+]
 
 
 def __getattr__(name: str) -> Any:
