@@ -69,6 +69,16 @@ def test_every_array_entry_point_converts_or_refuses_as_detect_does(detector: Ma
             detector.detect_array(wrong)  # type: ignore[arg-type]
 
 
+def test_draw_results_takes_what_detect_takes(detector: MaskDetector) -> None:
+    from maskwatch import draw_results
+
+    faces = detector.detect(BARE_JPG)
+    expected = draw_results(load_image(BARE_JPG), faces)
+    with Image.open(BARE_JPG) as opened:
+        for source in (BARE_JPG, str(BARE_JPG), BARE_JPG.read_bytes(), opened):
+            assert np.array_equal(draw_results(source, faces), expected)
+
+
 def test_names_and_empty_paths_as_the_cli_gives_them(detector: MaskDetector, tmp_path: Path) -> None:
     import os
 

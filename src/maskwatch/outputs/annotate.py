@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
+from maskwatch.images import ImageInput, load_image
 from maskwatch.labels import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
 from maskwatch.results import FaceResult
 
@@ -25,9 +26,16 @@ def label_confidence(face: FaceResult) -> float:
     return face.mask_probability if face.has_mask else 1.0 - face.mask_probability
 
 
-def draw_results(image: np.ndarray, faces: Iterable[FaceResult], copy: bool = True) -> np.ndarray:
-    """Box each face (green: mask, red: no mask, orange: mask below the nose); write the label and its probability."""
-    canvas = image.copy() if copy else image
+def draw_results(image: ImageInput, faces: Iterable[FaceResult], copy: bool = True) -> np.ndarray:
+    """Box each face (green: mask, red: no mask, orange: mask below the nose); write the label and its probability.
+
+    ``image``: the array ``analyze`` returned (drawn on a copy, or in place with ``copy=False``), or anything
+    ``detect`` reads (a path, bytes, a Pillow image, another array), decoded upright as ``detect`` decoded it.
+    """
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        canvas = image.copy() if copy else image
+    else:
+        canvas = load_image(image)  # a new array
     scale = max(canvas.shape[:2]) / 1000.0
     thickness = max(1, round(2 * scale))
     font_scale = max(0.4, 0.6 * scale)
