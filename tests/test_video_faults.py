@@ -38,6 +38,29 @@ def test_corrupt_frame_is_skipped_and_counted(tmp_path: Path, yunet_path: Path) 
     assert frames == [n for n in range(30) if n != 10]
     (end,) = read_events(tmp_path / "events.jsonl")
     assert (end["type"], end["corrupt"], end["frames"]) == ("stream_end", 1, 29)
+
+
+def test_corrupt_frames_at_the_start_and_in_a_file_of_unknown_length_are_counted(tmp_path: Path,
+                                                                                  yunet_path: Path) -> None:
+    clip = one_person(tmp_path, yunet_path, count=30)
+    first = tmp_path / "first.avi"
+    corrupt_frame(clip.path, 0, tmp_path / "zero.avi")
+    corrupt_frame(tmp_path / "zero.avi", 1, first)
+    # A raw MJPEG file declares no frame count (OpenCV says a huge negative number): it must still be read
+    # to its end, past a corrupt frame, not stopped there.
+    capture = cv2.VideoCapture(str(clip.path))
+    jpegs = []
+    while (read := capture.read())[0]:
+        jpegs.append(cv2.imencode(".jpg", read[1])[1].tobytes())
+    capture.release()
+    jpegs[10] = jpegs[10][:20] + bytes(len(jpegs[10]) - 22) + jpegs[10][-2:]  # its markers kept, its data gone
+    raw = tmp_path / "raw.mjpeg"
+    raw.write_bytes(b"".join(jpegs))
+    for video, corrupt in ((first, 2), (raw, 1)):
+        result = watch(str(video), "--events", str(tmp_path / f"{video.stem}.jsonl"), "--no-json")
+        assert result.returncode == 0, result.stderr
+        (end,) = read_events(tmp_path / f"{video.stem}.jsonl")
+        assert (end["corrupt"], end["frames"]) == (corrupt, 30 - corrupt), (video.name, end)
     assert "skipped 1 unreadable frame" in result.stderr
 
 

@@ -214,7 +214,7 @@ class VideoSource:
         """A URL whose container declares a frame count is a file served over HTTP, not a camera: read every
         frame once and stop at its end. As live, it was reopened at its end and replayed for ever."""
         assert self._capture is not None
-        declared = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        declared = _declared_frames(self._capture)
         if not (self.spec.live and self.spec.network and not self.spec.live_given and declared > 0):
             return
         log.info("%s declares %d frames: reading it as a file (every frame, no reconnection; --live to "
@@ -242,7 +242,7 @@ class VideoSource:
     def _read_until_end(self) -> None:
         """Read and queue frames until the stream ends."""
         assert self._capture is not None
-        frame_count = 0 if self.spec.live else int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        frame_count = 0 if self.spec.live else _declared_frames(self._capture)
         limit = LIVE_READ_FAILURES if self.spec.live else FILE_READ_FAILURES
         failures = 0
         while not self._stop.is_set():
@@ -373,9 +373,12 @@ class VideoSource:
 
     def _read_first(self) -> np.ndarray:
         assert self._capture is not None
-        for _ in range(LIVE_READ_FAILURES if self.spec.live else FILE_READ_FAILURES):
+        for failures in range(LIVE_READ_FAILURES if self.spec.live else FILE_READ_FAILURES):
             ok, image = self._capture.read()
             if ok and _usable(image):
+                if failures:  # unreadable frames before the first good one: corrupt, as later ones are
+                    self.corrupt += failures
+                    log.warning("%s: skipped %d unreadable frame(s) at the start", self.spec.name, failures)
                 return image
             self._index += 1
         self._capture.release()
@@ -393,6 +396,12 @@ class VideoSource:
 
     def _now(self) -> float:
         return time.monotonic() - self._started
+
+
+def _declared_frames(capture: cv2.VideoCapture) -> int:
+    """The frame count a container declares; 0 when it declares none (OpenCV gives 0, or a huge negative
+    number for a stream of unknown length such as a raw .mjpeg file)."""
+    return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
 
 
 def _usable(image: np.ndarray | None) -> bool:
