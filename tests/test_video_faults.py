@@ -120,6 +120,9 @@ def test_bad_outputs_exit_2_before_anything_runs(tmp_path: Path, yunet_path: Pat
         same = watch(str(clip.path), option, str(clip.path.parent / "." / clip.path.name))
         assert same.returncode == 2 and "is the video being read" in same.stderr, (option, same.stderr)
     assert clip.path.read_bytes() == before
+    both = watch(str(clip.path), "--json", str(tmp_path / "log.jsonl"), "--events", str(tmp_path / "." / "log.jsonl"))
+    assert both.returncode == 2 and "--json and --events name the same file" in both.stderr, both.stderr
+    assert not (tmp_path / "log.jsonl").exists()
 
 
 def test_a_video_name_that_is_not_utf8_is_refused_not_a_crash(tmp_path: Path, yunet_path: Path) -> None:

@@ -174,7 +174,9 @@ def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, 
     from maskwatch.video.writers import VideoFileWriter, WindowDisplay, check_display
 
     spec = parse_source(args.source, args.live)
-    check_not_the_source(spec, {"--out": args.out, "--json": args.json, "--events": args.events})
+    files = {"--out": args.out, "--json": args.json, "--events": args.events}
+    check_not_the_source(spec, files)
+    check_outputs_apart(files)
     if args.show:
         check_display()
     if args.webhook:
@@ -226,6 +228,19 @@ def check_not_the_source(spec: Any, outputs: dict[str, str | None]) -> None:  # 
         with contextlib.suppress(OSError):  # an output that does not exist yet is not the source
             if path and os.path.samefile(path, spec.target):
                 raise OutputError(f"{option} {path} is the video being read; writing it would destroy it")
+
+
+def check_outputs_apart(outputs: dict[str, str | None]) -> None:
+    """Refuse (OutputError, exit 2) two outputs named to one file: each would write over the other's lines."""
+    from maskwatch.video.writers import OutputError
+
+    seen: dict[str, str] = {}
+    for option, path in outputs.items():
+        if path:
+            key = os.path.realpath(path)
+            if key in seen:
+                raise OutputError(f"{seen[key]} and {option} name the same file {path}: give each its own")
+            seen[key] = option
 
 
 def _open_text(stack: contextlib.ExitStack, path: str, mode: str) -> TextIO:
