@@ -192,7 +192,7 @@ def test_full_disk_on_json_output_is_a_clear_failure(tmp_path: Path, yunet_path:
     assert result.returncode == 1, result.stderr
     assert "cannot write output" in result.stderr and "Traceback" not in result.stderr
     (end,) = read_events(events)  # the outputs that still work get the end of the stream
-    assert end["type"] == "stream_end" and "output_error" in end
+    assert end["type"] == "stream_end" and "output_error" in end and end["interrupted"] is False  # by no one
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])

@@ -179,19 +179,22 @@ class StreamWatcher:
         halt = threading.Event()  # set when the stages close: the frames stop, whatever ``stop`` says
         ahead = stages(self.analyzer, source.frames(stop, halt), stop=halt)
         output_error: str | None = None
+        interrupted = False  # by the user (Ctrl-C, the window closed), not by an output that failed
         try:
             for frame, faces in ahead:
                 self.handle(frame, source.pop_gaps(), stop, faces)
                 last_time = frame.time
         except (OutputError, OSError) as exc:  # disk full, a broken pipe, a video file that cannot be written
             output_error = f"{exc}" if isinstance(exc, OutputError) else f"cannot write output: {exc}"
+            interrupted = stop.is_set()
             stop.set()  # the source's reader thread ends too
         finally:
             ahead.close()
+        interrupted = interrupted or (output_error is None and stop.is_set())
         seconds = time.monotonic() - started
         end = make_event(
             STREAM_END, last_time, frames=self.frames, decoded=source.decoded, dropped=source.dropped,
-            corrupt=source.corrupt, interrupted=stop.is_set(), source_lost=source.lost, source_error=source.error,
+            corrupt=source.corrupt, interrupted=interrupted, source_lost=source.lost, source_error=source.error,
             alerts=self.alert_count, **self.stats.to_dict(),
             fps=round(self.frames / seconds, 2) if seconds > 0 else 0.0,
             latency_ms={"mean": round(self.latency.mean_ms, 1), "p95": round(self.latency.percentile_ms(95), 1)},
@@ -200,7 +203,7 @@ class StreamWatcher:
         )
         if output_error is None:
             self.emit(end)
-            return WatchSummary(self.frames, seconds, stop.is_set(), source.lost, source.error, end)
+            return WatchSummary(self.frames, seconds, interrupted, source.lost, source.error, end)
         end["output_error"] = output_error
         self.emit(end, best_effort=True)  # the outputs still working get the end of the stream
         return WatchSummary(self.frames, seconds, False, source.lost, source.error, end, output_error)
