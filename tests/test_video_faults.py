@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from video_http import FlakyStream
 from video_scenes import corrupt_frame, one_person
@@ -169,6 +170,43 @@ def test_dropped_live_stream_is_reconnected_and_the_gap_logged(tmp_path: Path, y
     assert end["decoded"] == 60 and end["frames"] + end["dropped"] == 60
 
 
+def test_a_flapping_stream_meets_its_reconnection_limit(tmp_path: Path, yunet_path: Path) -> None:
+    """A camera that comes back and drops again at once (here every few seconds) goes on with the attempts it
+    had: --reconnect-attempts 2 ends it after two, not after a storm of reconnections."""
+    clip = one_person(tmp_path, yunet_path, count=30)
+    stream = FlakyStream(clip.path, serves=6)
+    events = tmp_path / "events.jsonl"
+    try:
+        result = watch(stream.url, "--live", "--reconnect-delay", "0.05", "--reconnect-attempts", "2",
+                       "--events", str(events), "--no-json")
+    finally:
+        stream.close()
+    assert result.returncode == 1 and "gave up after 2" in result.stderr, result.stderr
+    kinds = [event["type"] for event in read_events(events)]
+    assert kinds == ["source_reconnected", "source_reconnected", "stream_end"], kinds
+    assert stream.requests == 3  # the first connection and two reconnections; no more
+
+
+def test_a_stream_back_at_a_size_over_the_pixel_limit_is_refused(tmp_path: Path, yunet_path: Path) -> None:
+    clip = one_person(tmp_path, yunet_path, count=10)
+    capture = cv2.VideoCapture(str(clip.path))
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    capture.release()
+    big = tmp_path / "big.avi"
+    writer = cv2.VideoWriter(str(big), cv2.VideoWriter.fourcc(*"MJPG"), 10, (width * 2, height * 2))
+    for _ in range(5):
+        writer.write(np.zeros((height * 2, width * 2, 3), np.uint8))
+    writer.release()
+    stream = FlakyStream(clip.path, serves=3, later=big)
+    try:
+        result = watch(stream.url, "--live", "--reconnect-delay", "0.05", "--max-pixels", str(width * height),
+                       "--no-json")
+    finally:
+        stream.close()
+    assert result.returncode == 1 and "over --max-pixels" in result.stderr, result.stderr
+
+
 def test_source_errors_never_print_a_camera_password() -> None:
     for bad in ("concat://admin:hunter2@cam/x", "rtsp://admin:hunter2@/no-host"):
         with pytest.raises(SourceError) as info:
@@ -197,7 +235,6 @@ def test_full_disk_on_json_output_is_a_clear_failure(tmp_path: Path, yunet_path:
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])
 def test_an_odd_frame_size_keeps_its_last_column_and_row(tmp_path: Path, suffix: str) -> None:
-    import numpy as np
 
     from maskwatch.video.writers import VideoFileWriter
 

@@ -162,3 +162,14 @@ def test_smoothing_settings_are_checked_when_the_analyzer_is_made(yunet_path: Pa
                           ({"smoothing_margin": 0.6}, "margin")):
         with pytest.raises(ValueError, match=says):  # not at the first frame with a face
             VideoAnalyzer(detector, **changes)
+
+
+def test_an_outage_is_left_out_of_the_no_mask_clock() -> None:
+    """A person seen bare for 4.5 s, then 7.5 s of source outage: no alert at the first frame after it (the
+    old clock said 12 s), one once 10 s of frames have shown them bare."""
+    alerts = NoMaskAlerts(alert_after=10.0)
+    assert not [e for t in (0.0, 2.0, 4.5) for e in alerts.update(frame(t, [face(1, WITHOUT_MASK)]))]
+    alerts.skip(7.5)
+    assert alerts.update(frame(12.0, [face(1, WITHOUT_MASK)])) == []
+    (alert,) = alerts.update(frame(17.5, [face(1, WITHOUT_MASK)]))
+    assert alert["duration"] == pytest.approx(10.0)

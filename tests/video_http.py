@@ -70,10 +70,12 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
 
 
 class FlakyStream(_Server):
-    """Serves one video file for the first ``serves`` requests, then 404: a stream that drops for good."""
+    """Serves one video file for the first ``serves`` requests, then 404: a stream that drops for good.
+    With ``later``, the requests after the first get that file instead (a camera back at another size)."""
 
-    def __init__(self, video: Path, serves: int) -> None:
+    def __init__(self, video: Path, serves: int, later: Path | None = None) -> None:
         self.video = video
+        self.later = later
         self.serves = serves
         self.requests = 0
         super().__init__(_StreamHandler)
@@ -90,7 +92,7 @@ class _StreamHandler(BaseHTTPRequestHandler):
         if owner.requests > owner.serves:
             self.send_error(404)
             return
-        data = owner.video.read_bytes()
+        data = (owner.later if owner.later is not None and owner.requests > 1 else owner.video).read_bytes()
         self.send_response(200)
         self.send_header("Content-Type", "video/x-msvideo")
         self.send_header("Content-Length", str(len(data)))

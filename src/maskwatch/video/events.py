@@ -59,6 +59,12 @@ class NoMaskAlerts:
             self._alerted.discard(track_id)
         return events
 
+    def skip(self, seconds: float) -> None:
+        """Leave ``seconds`` of stream time unseen (a source outage) out of every clock: a person may not
+        be alerted on for time no frame showed them."""
+        for track_id in self._bare_since:
+            self._bare_since[track_id] += seconds
+
 
 class EventLog:
     """Append events as JSON lines, flushed one by one so a crash loses none that were reported."""

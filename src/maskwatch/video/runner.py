@@ -214,6 +214,7 @@ class StreamWatcher:
         result = self.analyzer.track(frame.index, frame.time, frame.image, faces)
         self.stats.update(result)
         for gap in gaps:
+            self.alerts.skip(gap.seconds)
             self.emit(make_event(SOURCE_RECONNECTED, gap.restored_at, gap_seconds=round(gap.seconds, 3),
                                  lost_at=round(gap.lost_at, 3), attempts=gap.attempts))
         for event in self.alerts.update(result):

@@ -32,6 +32,9 @@ LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp",
 # Consecutive failed reads that mean "the stream ended" rather than "one bad frame".
 FILE_READ_FAILURES = 25
 LIVE_READ_FAILURES = 3
+# A live source that came back counts as well again once it has run this long: a loss before that goes on
+# with the back-off and the attempts of the last one (a camera that flaps must not storm its receivers).
+STABLE_SECONDS = 30.0
 # Frames decoded ahead of the analysis: a live source keeps this tiny so frames stay fresh.
 FILE_QUEUE = 8
 LIVE_QUEUE = 2
@@ -165,6 +168,12 @@ class VideoSource:
         self._index = 0
         self._pass_start = 0  # index of the first frame of the current pass through a file
         self._started = 0.0
+        self._last_frame_at = 0.0  # stream time of the last frame read: where an outage starts
+        # A live source's reconnection state: it carries over to the next loss while the stream has not
+        # stayed up for STABLE_SECONDS, so a camera that flaps backs off and meets --reconnect-attempts.
+        self._attempts = 0
+        self._delay = reconnect_delay
+        self._restored_at: float | None = None
 
     # -- the consumer's side --------------------------------------------------------------
 
@@ -300,11 +309,17 @@ class VideoSource:
         return False
 
     def _reconnect(self) -> bool:
-        """Reopen a lost live source with exponential back-off; True once it delivers a frame again."""
-        lost_at = self._now()
+        """Reopen a lost live source with exponential back-off; True once it delivers a frame again.
+
+        The outage starts at the last frame read (the wait for --timeout is part of it). A stream that
+        comes back but drops again within STABLE_SECONDS goes on from the attempts and delay it had.
+        """
+        lost_at = self._last_frame_at
         log.warning("%s: stream lost at %.1f s; reconnecting", self.spec.name, lost_at)
-        delay = self.reconnect_delay
-        attempt = 0
+        if self._restored_at is None or self._now() - self._restored_at >= STABLE_SECONDS:
+            self._attempts, self._delay = 0, self.reconnect_delay
+        attempt, delay = self._attempts, self._delay
+        first = attempt
         while not self.reconnect_attempts or attempt < self.reconnect_attempts:
             if self._stop.wait(delay):
                 return False
@@ -317,12 +332,21 @@ class VideoSource:
             # A server that accepts the connection but sends no frame has not come back.
             ok, image = capture.read() if capture is not None else (False, None)
             if capture is not None and ok and image is not None and _usable(image):
+                height, width = image.shape[:2]
+                if self.max_pixels and width * height > self.max_pixels:  # as open() refuses it
+                    capture.release()
+                    self.error = (f"{self.spec.name}: came back with {width}x{height} frames, over --max-pixels "
+                                  f"{self.max_pixels:,}")
+                    log.error("%s", self.error)
+                    return False
                 self._capture = capture
-                gap = Gap(lost_at, self._now(), attempt)
+                self._restored_at = self._now()
+                self._attempts, self._delay = attempt, min(delay * 2, self.max_reconnect_delay)
+                gap = Gap(lost_at, self._now(), attempt - first)
                 with self._gaps_lock:
                     self._gaps.append(gap)
                 log.warning("%s: reconnected after a gap of %.1f s (%d attempt(s))", self.spec.name,
-                            gap.seconds, attempt)
+                            gap.seconds, gap.attempts)
                 self._emit(image)
                 return True
             if capture is not None:
@@ -334,6 +358,7 @@ class VideoSource:
 
     def _emit(self, image: np.ndarray) -> None:
         frame = Frame(self._index, self._frame_time(), image, time.monotonic())
+        self._last_frame_at = frame.time
         self._index += 1
         self.decoded += 1
         if not self.spec.live:
