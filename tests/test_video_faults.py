@@ -136,8 +136,13 @@ def test_a_video_name_that_is_not_utf8_is_refused_not_a_crash(tmp_path: Path, yu
     assert "not valid UTF-8 (rename it)" in result.stderr and "caf\\xe9.avi" in result.stderr
 
 
-def test_parse_source() -> None:
+def test_parse_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     assert parse_source("0").target == 0 and parse_source("0").live
+    (tmp_path / "12345").write_bytes(b"a video file named with digits")
+    assert parse_source("12345").target == "12345" and not parse_source("12345").live  # the file, not a webcam
+    with pytest.raises(SourceError, match="no such video file"):
+        parse_source("\u00b2")  # a digit to str.isdigit, not a webcam index
     assert parse_source("rtsp://cam.local:554/stream").live
     secret = parse_source("rtsp://admin:hunter2@cam.local:554/stream")
     assert secret.target == "rtsp://admin:hunter2@cam.local:554/stream"  # FFmpeg gets the password...

@@ -83,7 +83,9 @@ def parse_source(text: str, live: bool | None = None) -> SourceSpec:
     served over HTTP as a file: every frame, no reconnection.
     """
     given = live is not None
-    if text.isdigit():
+    # A webcam index is ASCII digits ("²" is a digit to str.isdigit, not to int) that name no file here:
+    # a video file called 12345 is read as the file (./0 names webcam 0's file twin, if ever needed).
+    if text.isascii() and text.isdigit() and not Path(text).exists():
         return SourceSpec(int(text), True if live is None else live, given)
     parts = urlsplit(text)
     if len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme
@@ -282,7 +284,7 @@ class VideoSource:
             return False
         self.error = (f"{self.spec.name}: no data for {self.timeout:g} s after frame {self._index}; "
                       "the stream stalled before its end")
-        log.error("%s", self.error)
+        log.info("%s", self.error)  # the caller reports it (watch: at the end, once)
         return True
 
     def _check_complete(self, frame_count: int) -> None:
@@ -292,7 +294,7 @@ class VideoSource:
             return
         self.error = (f"{self.spec.name} ended after {seen} of the {frame_count} frames it declares: "
                       "the file is truncated or the stream was cut")
-        log.error("%s", self.error)
+        log.info("%s", self.error)  # the caller reports it (watch: at the end, once)
 
     def _restart(self) -> bool:
         """After the stream ended: replay, reconnect, or stop (False)."""
@@ -337,7 +339,7 @@ class VideoSource:
                     capture.release()
                     self.error = (f"{self.spec.name}: came back with {width}x{height} frames, over --max-pixels "
                                   f"{self.max_pixels:,}")
-                    log.error("%s", self.error)
+                    log.info("%s", self.error)  # the caller reports it (watch: at the end, once)
                     return False
                 self._capture = capture
                 self._restored_at = self._now()
