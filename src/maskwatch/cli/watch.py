@@ -68,9 +68,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS",
                      help="network open and read timeout (default 10)")
     src.add_argument("--reconnect-delay", type=positive_float, default=1.0, metavar="SECONDS",
-                     help="first wait before reconnecting a lost stream; doubles up to 30 s (default 1)")
+                     help="first wait before reconnecting a lost stream; doubles up to 30 s, and a stream that "
+                          "drops again within 30 s of coming back keeps its wait (default 1)")
     src.add_argument("--reconnect-attempts", type=non_negative_int, default=0, metavar="N",
-                     help="give up on a lost stream after N attempts (default 0: never)")
+                     help="give up on a lost stream after N failed attempts in a row (default 0: never)")
     add_mqtt_options(watch)
     add_model_options(watch)
     watch.set_defaults(func=cmd_watch)

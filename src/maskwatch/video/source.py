@@ -33,8 +33,11 @@ LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp",
 FILE_READ_FAILURES = 25
 LIVE_READ_FAILURES = 3
 # A live source that came back counts as well again once it has run this long: a loss before that goes on
-# with the back-off and the attempts of the last one (a camera that flaps must not storm its receivers).
+# with the back-off of the last one, so a camera that flaps is retried ever more slowly (up to the longest
+# delay) and does not storm its receivers with events.
 STABLE_SECONDS = 30.0
+# The frame rate assumed for a live source that gives none, to turn an outage into the frames it cost.
+ASSUMED_LIVE_FPS = 25.0
 # Frames decoded ahead of the analysis: a live source keeps this tiny so frames stay fresh.
 FILE_QUEUE = 8
 LIVE_QUEUE = 2
@@ -171,9 +174,8 @@ class VideoSource:
         self._pass_start = 0  # index of the first frame of the current pass through a file
         self._started = 0.0
         self._last_frame_at = 0.0  # stream time of the last frame read: where an outage starts
-        # A live source's reconnection state: it carries over to the next loss while the stream has not
-        # stayed up for STABLE_SECONDS, so a camera that flaps backs off and meets --reconnect-attempts.
-        self._attempts = 0
+        # A live source's back-off: it carries over to the next loss while the stream has not stayed up for
+        # STABLE_SECONDS, so a camera that flaps is retried ever more slowly.
         self._delay = reconnect_delay
         self._restored_at: float | None = None
 
@@ -313,15 +315,16 @@ class VideoSource:
     def _reconnect(self) -> bool:
         """Reopen a lost live source with exponential back-off; True once it delivers a frame again.
 
-        The outage starts at the last frame read (the wait for --timeout is part of it). A stream that
-        comes back but drops again within STABLE_SECONDS goes on from the attempts and delay it had.
+        The outage starts at the last frame read (the wait for --timeout is part of it), and the frame
+        numbers skip the frames it cost, as for dropped frames (so tracks end as they would have). A stream
+        that comes back but drops again within STABLE_SECONDS of frames goes on with the delay it had;
+        ``reconnect_attempts`` counts the attempts of one outage.
         """
         lost_at = self._last_frame_at
         log.warning("%s: stream lost at %.1f s; reconnecting", self.spec.name, lost_at)
-        if self._restored_at is None or self._now() - self._restored_at >= STABLE_SECONDS:
-            self._attempts, self._delay = 0, self.reconnect_delay
-        attempt, delay = self._attempts, self._delay
-        first = attempt
+        if self._restored_at is None or lost_at - self._restored_at >= STABLE_SECONDS:
+            self._delay = self.reconnect_delay
+        attempt, delay = 0, self._delay
         while not self.reconnect_attempts or attempt < self.reconnect_attempts:
             if self._stop.wait(delay):
                 return False
@@ -343,8 +346,9 @@ class VideoSource:
                     return False
                 self._capture = capture
                 self._restored_at = self._now()
-                self._attempts, self._delay = attempt, min(delay * 2, self.max_reconnect_delay)
-                gap = Gap(lost_at, self._now(), attempt - first)
+                self._delay = min(delay * 2, self.max_reconnect_delay)
+                gap = Gap(lost_at, self._restored_at, attempt)
+                self._index += round(gap.seconds * (self.fps or ASSUMED_LIVE_FPS))  # the frames it cost
                 with self._gaps_lock:
                     self._gaps.append(gap)
                 log.warning("%s: reconnected after a gap of %.1f s (%d attempt(s))", self.spec.name,
