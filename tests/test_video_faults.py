@@ -16,7 +16,7 @@ import pytest
 from video_http import FlakyStream
 from video_scenes import corrupt_frame, one_person
 
-from maskwatch.video.source import SourceError, parse_source
+from maskwatch.video.source import SourceError, VideoSource, parse_source
 
 CLI = [sys.executable, "-m", "maskwatch.cli", "watch"]
 
@@ -39,6 +39,7 @@ def test_corrupt_frame_is_skipped_and_counted(tmp_path: Path, yunet_path: Path) 
     assert frames == [n for n in range(30) if n != 10]
     (end,) = read_events(tmp_path / "events.jsonl")
     assert (end["type"], end["corrupt"], end["frames"]) == ("stream_end", 1, 29)
+    assert "skipped 1 unreadable frame" in result.stderr
 
 
 def test_corrupt_frames_at_the_start_and_in_a_file_of_unknown_length_are_counted(tmp_path: Path,
@@ -57,12 +58,13 @@ def test_corrupt_frames_at_the_start_and_in_a_file_of_unknown_length_are_counted
     jpegs[10] = jpegs[10][:20] + bytes(len(jpegs[10]) - 22) + jpegs[10][-2:]  # its markers kept, its data gone
     raw = tmp_path / "raw.mjpeg"
     raw.write_bytes(b"".join(jpegs))
-    for video, corrupt in ((first, 2), (raw, 1)):
+    for video, corrupt, said in ((first, 2, "skipped 2 unreadable frame(s) at the start"),
+                                 (raw, 1, "skipped 1 unreadable frame(s) before frame 11")):
         result = watch(str(video), "--events", str(tmp_path / f"{video.stem}.jsonl"), "--no-json")
         assert result.returncode == 0, result.stderr
         (end,) = read_events(tmp_path / f"{video.stem}.jsonl")
         assert (end["corrupt"], end["frames"]) == (corrupt, 30 - corrupt), (video.name, end)
-    assert "skipped 1 unreadable frame" in result.stderr
+        assert said in result.stderr, result.stderr
 
 
 def test_sigint_finishes_a_playable_output_video(tmp_path: Path, yunet_path: Path) -> None:
@@ -124,6 +126,12 @@ def test_bad_outputs_exit_2_before_anything_runs(tmp_path: Path, yunet_path: Pat
     both = watch(str(clip.path), "--json", str(tmp_path / "log.jsonl"), "--events", str(tmp_path / "." / "log.jsonl"))
     assert both.returncode == 2 and "--json and --events name the same file" in both.stderr, both.stderr
     assert not (tmp_path / "log.jsonl").exists()
+    (tmp_path / "kept.jsonl").write_text("")
+    os.link(tmp_path / "kept.jsonl", tmp_path / "twin.jsonl")  # one file under two names
+    linked = watch(str(clip.path), "--json", str(tmp_path / "kept.jsonl"), "--events", str(tmp_path / "twin.jsonl"))
+    assert linked.returncode == 2 and "name the same file" in linked.stderr
+    shared = watch(str(clip.path), "--json", "/dev/null", "--events", "/dev/null")  # a device may be shared
+    assert shared.returncode == 0, shared.stderr
 
 
 def test_a_video_name_that_is_not_utf8_is_refused_not_a_crash(tmp_path: Path, yunet_path: Path) -> None:
@@ -140,7 +148,10 @@ def test_parse_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert parse_source("0").target == 0 and parse_source("0").live
     (tmp_path / "12345").write_bytes(b"a video file named with digits")
-    assert parse_source("12345").target == "12345" and not parse_source("12345").live  # the file, not a webcam
+    assert parse_source("12345").target == 12345  # digits are a webcam; the file is ./12345
+    assert parse_source("./12345").target == "12345" and not parse_source("./12345").live
+    with pytest.raises(SourceError, match=r"give \./12345"):
+        VideoSource(parse_source("12345")).open()  # no such webcam: the file of that name is pointed to
     with pytest.raises(SourceError, match="no such video file"):
         parse_source("\u00b2")  # a digit to str.isdigit, not a webcam index
     assert parse_source("rtsp://cam.local:554/stream").live

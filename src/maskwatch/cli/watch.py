@@ -232,16 +232,28 @@ def check_not_the_source(spec: Any, outputs: dict[str, str | None]) -> None:  # 
 
 
 def check_outputs_apart(outputs: dict[str, str | None]) -> None:
-    """Refuse (OutputError, exit 2) two outputs named to one file: each would write over the other's lines."""
+    """Refuse (OutputError, exit 2) two outputs named to one file: each would write over the other's lines.
+    A file that exists is known by its inode (hard links too), one to be made by its real path; a device
+    (/dev/stdout, /dev/null) may be shared."""
+    import stat
+
     from maskwatch.video.writers import OutputError
 
-    seen: dict[str, str] = {}
+    seen: dict[object, str] = {}
     for option, path in outputs.items():
-        if path:
-            key = os.path.realpath(path)
-            if key in seen:
-                raise OutputError(f"{seen[key]} and {option} name the same file {path}: give each its own")
-            seen[key] = option
+        if not path:
+            continue
+        try:
+            info = os.stat(path)
+        except OSError:
+            key: object = os.path.realpath(path)
+        else:
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            key = (info.st_dev, info.st_ino)
+        if key in seen:
+            raise OutputError(f"{seen[key]} and {option} name the same file {path}: give each its own")
+        seen[key] = option
 
 
 def _open_text(stack: contextlib.ExitStack, path: str, mode: str) -> TextIO:

@@ -86,9 +86,9 @@ def parse_source(text: str, live: bool | None = None) -> SourceSpec:
     served over HTTP as a file: every frame, no reconnection.
     """
     given = live is not None
-    # A webcam index is ASCII digits ("²" is a digit to str.isdigit, not to int) that name no file here:
-    # a video file called 12345 is read as the file (./0 names webcam 0's file twin, if ever needed).
-    if text.isascii() and text.isdigit() and not Path(text).exists():
+    # A webcam index is ASCII digits ("²" is a digit to str.isdigit, not to int); a video file named so is
+    # given as ./12345 (open() says so when the webcam fails and such a file is there).
+    if text.isascii() and text.isdigit():
         return SourceSpec(int(text), True if live is None else live, given)
     parts = urlsplit(text)
     if len(parts.scheme) > 1:  # one letter is a Windows drive, not a scheme
@@ -186,7 +186,10 @@ class VideoSource:
         self._started = time.monotonic()
         self._capture = self._open_capture()
         if self._capture is None:
-            raise SourceError(f"cannot open {self.spec.name}")
+            target = self.spec.target
+            hint = f" (to read the file named {target}, give ./{target})" if (
+                isinstance(target, int) and Path(str(target)).is_file()) else ""
+            raise SourceError(f"cannot open {self.spec.name}{hint}")
         self._read_declared_files_as_files()
         first = self._read_first()
         height, width = first.shape[:2]
