@@ -226,7 +226,12 @@ def test_a_run_that_wrote_nothing_leaves_no_settings_behind(tmp_path: Path, yune
 
 
 @pytest.mark.parametrize("changes", [{"batch_size": 0}, {"cpus_per_worker": 0}, {"every_seconds": -1},
-                                     {"shard_rows": 0}, {"workers": 0}, {"fmt": "csv"}])
+                                     {"shard_rows": 0}, {"workers": -1}, {"fmt": "csv"}])
 def test_a_config_the_command_line_would_refuse_is_refused_before_ray(tmp_path: Path, changes: dict) -> None:
     with pytest.raises(ValueError, match="must be"):
         BatchConfig(sources=(), out=tmp_path, **changes)
+
+
+def test_a_config_takes_workers_0_as_automatic_and_whole_floats(tmp_path: Path) -> None:
+    config = BatchConfig(sources=(), out=tmp_path, workers=0, batch_size=8.0)  # type: ignore[arg-type]
+    assert config.workers is None and config.batch_size == 8 and isinstance(config.batch_size, int)

@@ -77,6 +77,11 @@ def test_draw_results_takes_what_detect_takes(detector: MaskDetector) -> None:
     with Image.open(BARE_JPG) as opened:
         for source in (BARE_JPG, str(BARE_JPG), BARE_JPG.read_bytes(), opened):
             assert np.array_equal(draw_results(source, faces), expected)
+    gray = load_image(BARE_JPG)[:, :, 0]
+    with pytest.raises(ValueError, match="copy=False draws in place"):  # in place cannot convert
+        draw_results(gray, faces, copy=False)
+    with pytest.raises(ImageError, match="over the limit"):
+        draw_results(BARE_JPG, faces, max_pixels=100)
 
 
 def test_names_and_empty_paths_as_the_cli_gives_them(detector: MaskDetector, tmp_path: Path) -> None:
@@ -109,6 +114,9 @@ def test_options_refuse_what_the_command_line_refuses(changes: dict) -> None:
 def test_options_take_a_list_of_scales_and_numpy_numbers() -> None:
     assert Options(extra_scales=[2, 3]).extra_scales == (2, 3)  # hashable, as a frozen options object must be
     assert Options(mask_threshold=np.float32(0.9), threads=np.int64(2)).threads == 2
+    whole = Options(max_pixels=50e6, two_class=np.True_)  # type: ignore[arg-type]
+    assert whole.max_pixels == 50_000_000 and isinstance(whole.max_pixels, int) and whole.two_class is True
+    assert Options.video(detect_size=800.0).min_detect_size == 800  # type: ignore[arg-type]
 
 
 def test_rotated_phone_photo_is_read_upright(detector: MaskDetector, tmp_path: Path) -> None:

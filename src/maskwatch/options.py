@@ -16,6 +16,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from maskwatch.images import DEFAULT_MAX_PIXELS
 
 # Video: frames are detected near their own size: small ones enlarged to 640 px (YuNet misses faces under
@@ -60,15 +62,16 @@ class Options:
             check_number("mask_threshold", self.mask_threshold, low=0.0, high=1.0)
         if self.extra_pass_max_face is not None:
             check_number("extra_pass_max_face", self.extra_pass_max_face, low=0.0, low_open=True)
-        for name in ("min_detect_size", "max_detect_size", "threads"):
-            if getattr(self, name) is not None:
-                check_count(name, getattr(self, name))
-        check_count("max_pixels", self.max_pixels)
+        for name in ("min_detect_size", "max_detect_size", "threads", "max_pixels"):
+            if getattr(self, name) is not None:  # (max_pixels is never None: checked as a count)
+                object.__setattr__(self, name, check_count(name, getattr(self, name)))
         if self.min_detect_size and self.max_detect_size and self.min_detect_size > self.max_detect_size:
             raise ValueError(f"min_detect_size {self.min_detect_size} is above max_detect_size {self.max_detect_size}")
         for name in ("two_class", "mirror_extra_passes"):
             value = getattr(self, name)
-            if not (isinstance(value, bool) or (value is None and name != "two_class")):
+            if isinstance(value, np.bool_):  # numpy's own True and False
+                object.__setattr__(self, name, bool(value))
+            elif not (isinstance(value, bool) or (value is None and name != "two_class")):
                 raise ValueError(f"{name} must be True or False, not {value!r}")
 
     @classmethod
@@ -107,7 +110,11 @@ def check_number(name: str, value: Any, low: float, high: float = math.inf, low_
         raise ValueError(f"{name} must be {where}, not {value!r}")
 
 
-def check_count(name: str, value: Any) -> None:
-    """A positive whole number (not a bool); else ValueError."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+def check_count(name: str, value: Any) -> int:
+    """``value`` as a positive whole number (an int, or a float with nothing after the point, e.g. 50e6);
+    else ValueError."""
+    whole = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer())
+    if not whole or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return int(value)

@@ -56,7 +56,7 @@ class BatchConfig:
     fmt: str = "parquet"
     every_seconds: float = 1.0
     address: str | None = None  # None: a local Ray started for the job; "auto" or the head's HOST:PORT: a cluster
-    workers: int | None = None  # None: as many as the CPUs allow
+    workers: int | None = None  # None (or 0): as many as the CPUs allow
     cpus_per_worker: float = 1.0
     batch_size: int = 8  # items per call of a worker
     shard_rows: int = 256  # rows per output shard
@@ -68,8 +68,10 @@ class BatchConfig:
             raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, not {self.fmt!r}")
         check_number("every_seconds", self.every_seconds, low=0.0, low_open=True)
         check_number("cpus_per_worker", self.cpus_per_worker, low=0.0, low_open=True)
+        if self.workers == 0:  # 0, like None: as many as the CPUs allow
+            object.__setattr__(self, "workers", None)
         for name in ("batch_size", "shard_rows", *(("workers",) if self.workers is not None else ())):
-            check_count(name, getattr(self, name))
+            object.__setattr__(self, name, check_count(name, getattr(self, name)))
         if self.address and self.address.startswith("ray://"):
             # Ray Data does not run through Ray Client: its first dataset fails inside Ray (measured with
             # Ray 2.60), after the connection itself has worked.

@@ -135,7 +135,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         print(f"maskwatch: cannot write output: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if summary.output_error:
-        print(f"maskwatch: {summary.output_error}", file=sys.stderr)
+        for problem in (summary.source_error, summary.output_error):  # the source's is logged only at INFO
+            if problem:
+                print(f"maskwatch: {problem}", file=sys.stderr)
         return EXIT_FAILED
     webhook = watcher.outputs.webhook
     if webhook is not None:  # closed by now: these counts are final

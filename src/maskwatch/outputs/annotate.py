@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from maskwatch.images import ImageInput, load_image
+from maskwatch.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from maskwatch.labels import INCORRECT_MASK, WITH_MASK, WITHOUT_MASK
 from maskwatch.results import FaceResult
 
@@ -26,16 +26,21 @@ def label_confidence(face: FaceResult) -> float:
     return face.mask_probability if face.has_mask else 1.0 - face.mask_probability
 
 
-def draw_results(image: ImageInput, faces: Iterable[FaceResult], copy: bool = True) -> np.ndarray:
+def draw_results(image: ImageInput, faces: Iterable[FaceResult], copy: bool = True,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Box each face (green: mask, red: no mask, orange: mask below the nose); write the label and its probability.
 
-    ``image``: the array ``analyze`` returned (drawn on a copy, or in place with ``copy=False``), or anything
-    ``detect`` reads (a path, bytes, a Pillow image, another array), decoded upright as ``detect`` decoded it.
+    ``image``: the BGR array ``analyze`` returned (drawn on a copy, or in place with ``copy=False``), or
+    anything ``detect`` reads (a path, bytes, a Pillow image, another array), decoded upright as ``detect``
+    decoded it (within ``max_pixels``, as the detector's limit) into a new array.
     """
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
         canvas = image.copy() if copy else image
+    elif not copy:
+        raise ValueError("copy=False draws in place, on a BGR uint8 (H, W, 3) array: this image must be "
+                         "converted first, into a new array (copy=True)")
     else:
-        canvas = load_image(image)  # a new array
+        canvas = load_image(image, max_pixels)
     scale = max(canvas.shape[:2]) / 1000.0
     thickness = max(1, round(2 * scale))
     font_scale = max(0.4, 0.6 * scale)

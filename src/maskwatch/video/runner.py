@@ -206,7 +206,7 @@ class StreamWatcher:
             return WatchSummary(self.frames, seconds, interrupted, source.lost, source.error, end)
         end["output_error"] = output_error
         self.emit(end, best_effort=True)  # the outputs still working get the end of the stream
-        return WatchSummary(self.frames, seconds, False, source.lost, source.error, end, output_error)
+        return WatchSummary(self.frames, seconds, interrupted, source.lost, source.error, end, output_error)
 
     def handle(self, frame: Frame, gaps: list[Gap], stop: threading.Event,
                faces: list[Face] | None = None) -> FrameResult:

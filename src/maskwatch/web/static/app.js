@@ -27,6 +27,7 @@ function authHeaders() {
 }
 
 async function detect(blob, filename) {
+  if (serverLabels === null) await checkServer();  // the labels say how to read a "no mask" face's confidence
   const form = new FormData();
   form.append("file", blob, filename);
   const response = await fetch(API, { method: "POST", body: form, headers: authHeaders() });
