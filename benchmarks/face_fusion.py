@@ -154,10 +154,10 @@ def main() -> int:
         negatives = [max((f.score for f in detector.detect(image)), default=0.0) for image in face_free]
         for threshold, result in zip(THRESHOLDS, results, strict=True):
             recall = result["recall"]
-            cells = [recall[name_][group]["recall"] for name_, group in (
+            cells = [recall.get(name_, {}).get(group, {}).get("recall") for name_, group in (  # "-": no such face
                 ("with_mask", "16-23"), ("with_mask", "24+"), ("without_mask", "16-23"), ("without_mask", "24+"),
                 ("mask_weared_incorrect", "24+"))]
-            print(f"{name} | {threshold:g} | " + " | ".join(f"{c:.3f}" for c in cells)
+            print(f"{name} | {threshold:g} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells)
                   + f" | {result['false_faces_per_image']:.2f} | {result['face_ap50']:.3f} | "
                   f"{sum(s >= threshold for s in negatives)} | {result['ms_per_image']:.1f}")
         if args.portraits:

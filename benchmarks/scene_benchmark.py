@@ -94,6 +94,9 @@ def main() -> int:
     test = [s for s in samples if s.split == "test" and found_face(cache, s)]
     train_paths = [s.path for s in samples if s.split == "train"]
     backgrounds = make_backgrounds(train_paths, 60, rng)
+    if not backgrounds:
+        raise SystemExit(f"no background photos: none of the {len(train_paths)} training photos of {args.data_dir} is "
+                         "300 px or more on its short side with no face left after blurring; use a larger data set")
 
     jobs = [(s, int(size)) for _ in range(args.repeats) for s in test for size in [rng.choice(SIZES)]]
     order = rng.permutation(len(jobs))
