@@ -177,9 +177,7 @@ def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, 
     from maskwatch.video.writers import VideoFileWriter, WindowDisplay, check_display
 
     spec = parse_source(args.source, args.live)
-    files = {"--out": args.out, "--json": args.json, "--events": args.events}
-    check_not_the_source(spec, files)
-    check_outputs_apart(files)
+    check_files_apart(spec, {"--out": args.out, "--json": args.json, "--events": args.events})
     if args.show:
         check_display()
     if args.webhook:
@@ -220,42 +218,34 @@ def _start(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, 
     return source, watcher
 
 
-def check_not_the_source(spec: Any, outputs: dict[str, str | None]) -> None:  # (SourceSpec, option -> path)
-    """Refuse (OutputError, exit 2) an output file that is the video file being read: writing it would
-    destroy the input."""
-    from maskwatch.video.writers import OutputError
+def check_files_apart(spec: Any, outputs: dict[str, str | None]) -> None:  # (SourceSpec, option -> path)
+    """Refuse (OutputError, exit 2) an output file that is the video file being read (writing it would destroy
+    the input), and two outputs named to one file (each would write over the other's lines).
 
-    if not isinstance(spec.target, str) or spec.network:
-        return
-    for option, path in outputs.items():
-        with contextlib.suppress(OSError):  # an output that does not exist yet is not the source
-            if path and os.path.samefile(path, spec.target):
-                raise OutputError(f"{option} {path} is the video being read; writing it would destroy it")
-
-
-def check_outputs_apart(outputs: dict[str, str | None]) -> None:
-    """Refuse (OutputError, exit 2) two outputs named to one file: each would write over the other's lines.
     A file that exists is known by its inode (hard links too), one to be made by its real path; a device
-    (/dev/stdout, /dev/null) may be shared."""
+    (/dev/stdout, /dev/null) may be shared.
+    """
     import stat
 
     from maskwatch.video.writers import OutputError
 
-    seen: dict[object, str] = {}
-    for option, path in outputs.items():
-        if not path:
-            continue
+    def key(path: str) -> object | None:
         try:
             info = os.stat(path)
         except OSError:
-            key: object = os.path.realpath(path)
-        else:
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            key = (info.st_dev, info.st_ino)
-        if key in seen:
-            raise OutputError(f"{seen[key]} and {option} name the same file {path}: give each its own")
-        seen[key] = option
+            return os.path.realpath(path)
+        return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+
+    source = key(spec.target) if isinstance(spec.target, str) and not spec.network else None
+    seen: dict[object, str] = {}
+    for option, path in outputs.items():
+        if not path or (named := key(path)) is None:
+            continue
+        if named == source:
+            raise OutputError(f"{option} {path} is the video being read; writing it would destroy it")
+        if named in seen:
+            raise OutputError(f"{seen[named]} and {option} name the same file {path}: give each its own")
+        seen[named] = option
 
 
 def _open_text(stack: contextlib.ExitStack, path: str, mode: str) -> TextIO:
